@@ -1,0 +1,40 @@
+# `make run` and `make test` do all the set-up a fresh machine needs.
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEBS := xenstore-utils xen-utils-4.17
+RUN_DIR := $(CURDIR)/run
+
+.PHONY: run test lint bench debs venv clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The integration tests drive Debian's real xenstore clients.
+debs:
+	@if ! dpkg -s $(DEBS) >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS); \
+	fi
+
+run: $(STAMP)
+	mkdir -p $(RUN_DIR)/state
+	$(VPY) -m pyxenstored --no-fork --socket $(RUN_DIR)/socket --state-dir $(RUN_DIR)/state --verbose
+
+test: $(STAMP) debs lint
+	$(VPY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pyxenstored tests bench
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(VPY) -m bench
+
+clean:
+	rm -rf $(VENV) $(RUN_DIR)

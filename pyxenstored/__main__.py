@@ -1,0 +1,5 @@
+"""Allow ``python -m pyxenstored``."""
+
+from pyxenstored.cli import main
+
+raise SystemExit(main())

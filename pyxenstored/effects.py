@@ -1,0 +1,33 @@
+"""Side effects the pure engine asks the trio shell to carry out.
+
+The engine never touches files or clocks; CONTROL commands such as ``print``
+or ``logfile`` become one of these plain records, which the shell drains with
+``Engine.take_effects()`` after each batch and performs.
+"""
+
+import attrs
+
+
+@attrs.frozen
+class LogMessage:
+    """A line for the daemon log (CONTROL ``print``, soft-quota warnings)."""
+
+    text: str
+
+
+@attrs.frozen
+class TraceFile:
+    """Open ``path`` as the trace file, or close tracing when ``path`` is None."""
+
+    path: str | None
+
+
+@attrs.frozen
+class MemoryReport:
+    """Write ``text`` to ``path``, or to the trace file when ``path`` is None."""
+
+    path: str | None
+    text: str
+
+
+Effect = LogMessage | TraceFile | MemoryReport
