@@ -1,0 +1,73 @@
+"""The domain table: what the daemon knows about each domain (spec 1.5, 6.1).
+
+A record exists for every domain that has been introduced or that a quota,
+feature or permission referred to; quotas are copied from the global
+defaults when the record is created. Whether a domain exists at all is the
+hypervisor's answer, which comes in through ``DomainInfo`` so the engine
+stays free of I/O.
+"""
+
+from typing import Protocol
+
+import attrs
+
+from pyxenstored.config import DOMID_FIRST_RESERVED, SUPPORTED_FEATURES, Config
+
+
+class DomainInfo(Protocol):
+    """The hypervisor's view of domains, as far as the engine needs it."""
+
+    def exists(self, domid: int) -> bool: ...
+
+
+class NoHypervisor:
+    """Running without Xen (socket-only): every ordinary domid may exist.
+
+    This is what lets a dom0 tool chmod a node for a guest that the daemon
+    has never seen; see docs/compatibility.md.
+    """
+
+    def exists(self, domid: int) -> bool:
+        return 0 <= domid < DOMID_FIRST_RESERVED
+
+
+@attrs.define(eq=False)
+class Domain:
+    domid: int
+    hard_quotas: dict[str, int]
+    soft_quotas: dict[str, int]
+    features: int = SUPPORTED_FEATURES
+    introduced: bool = False
+    conn_id: int | None = None
+    port: int = 0
+    #: SET_TARGET: this domain also acts as ``target``.
+    target: int | None = None
+    #: The domain table's generation when the record was made (XSA-322).
+    generation: int = 0
+
+
+@attrs.define(eq=False)
+class DomainTable:
+    config: Config
+    info: DomainInfo
+    domains: dict[int, Domain] = attrs.field(factory=dict)
+
+    def get(self, domid: int) -> Domain | None:
+        return self.domains.get(domid)
+
+    def find_or_create(self, domid: int, generation: int = 0) -> Domain | None:
+        """The record for a domain the hypervisor knows, created on demand (C
+        ``find_or_alloc_existing_domain``); None for an unknown domain."""
+        domain = self.domains.get(domid)
+        if domain is None and self.info.exists(domid):
+            domain = Domain(
+                domid,
+                dict(self.config.hard_quotas),
+                dict(self.config.soft_quotas),
+                generation=generation,
+            )
+            self.domains[domid] = domain
+        return domain
+
+    def remove(self, domid: int) -> None:
+        self.domains.pop(domid, None)

@@ -1,0 +1,658 @@
+"""The engine: one request in, replies and watch events queued out (DESIGN.md).
+
+Pure and synchronous: no I/O, no clock, no trio. The shell feeds it decoded
+packets with ``handle`` and drains each connection's bytes with
+``take_output``; events a request causes are queued on every watcher
+before that request's reply, as in C (spec 5.3).
+"""
+
+from collections.abc import Callable
+
+from pyxenstored.config import (
+    DOMID_ANY,
+    DOMID_SELF,
+    FEATURE_DOMID_ANY,
+    FEATURE_WATCHDEPTH,
+    SUPPORTED_FEATURES,
+    Config,
+)
+from pyxenstored.effects import Effect
+from pyxenstored.engine import nodes, quotas
+from pyxenstored.engine.connection import Connection
+from pyxenstored.engine.control import ControlState, run_control
+from pyxenstored.engine.domains import Domain, DomainInfo, DomainTable, NoHypervisor
+from pyxenstored.engine.nodes import Caller
+from pyxenstored.protocol import requests
+from pyxenstored.protocol.errors import XenstoreError
+from pyxenstored.protocol.ops import Op
+from pyxenstored.protocol.wire import OK_PAYLOAD, PAYLOAD_MAX, Packet, encode, error_payload
+from pyxenstored.store.node import Node
+from pyxenstored.store.paths import canonicalize, domain_path, parent_of
+from pyxenstored.store.permissions import (
+    IGNORE,
+    READ,
+    Perm,
+    Perms,
+    access,
+    format_perms,
+    owner,
+    parse_perms,
+    without_domain,
+)
+from pyxenstored.store.tree import NodeView, Tree
+from pyxenstored.transactions import TransactionView
+from pyxenstored.watches import Outbox, Watch, WatchRegistry
+
+_PRIVILEGED_OPS = frozenset(
+    {
+        Op.CONTROL,
+        Op.INTRODUCE,
+        Op.RELEASE,
+        Op.IS_DOMAIN_INTRODUCED,
+        Op.RESUME,
+        Op.SET_TARGET,
+        Op.SET_FEATURE,
+        Op.GET_QUOTA,
+        Op.SET_QUOTA,
+    }
+)
+#: WATCH and UNWATCH skip the transaction lookup (XSA-115).
+_NO_TRANSACTION_OPS = frozenset({Op.WATCH, Op.UNWATCH})
+
+Handler = Callable[[Connection, TransactionView | None, requests.Request], bytes | None]
+
+
+class Engine:
+    """The whole daemon state and the semantics of every request."""
+
+    def __init__(self, config: Config, domain_info: DomainInfo | None = None) -> None:
+        self.config = config
+        self.tree = Tree()
+        self.watches = WatchRegistry()
+        self.domains = DomainTable(config, domain_info or NoHypervisor())
+        self.connections: dict[int, Connection] = {}
+        self._next_conn_id = 1
+        self._dirty: set[int] = set()
+        #: The request being handled, for replies that must precede other output.
+        self._current = Packet(0, 0, 0, b"")
+        self._effects: list[Effect] = []
+        self._handlers: dict[int, Handler] = {
+            Op.CONTROL: self._control,
+            Op.DIRECTORY: self._directory,
+            Op.READ: self._read,
+            Op.GET_PERMS: self._get_perms,
+            Op.WATCH: self._watch,
+            Op.UNWATCH: self._unwatch,
+            Op.TRANSACTION_START: self._transaction_start,
+            Op.TRANSACTION_END: self._transaction_end,
+            Op.INTRODUCE: self._introduce,
+            Op.RELEASE: self._release,
+            Op.GET_DOMAIN_PATH: self._get_domain_path,
+            Op.WRITE: self._write,
+            Op.MKDIR: self._mkdir,
+            Op.RM: self._rm,
+            Op.SET_PERMS: self._set_perms,
+            Op.IS_DOMAIN_INTRODUCED: self._is_domain_introduced,
+            Op.RESUME: self._resume,
+            Op.SET_TARGET: self._set_target,
+            Op.RESET_WATCHES: self._reset_watches,
+            Op.DIRECTORY_PART: self._directory_part,
+            Op.GET_FEATURE: self._get_feature,
+            Op.SET_FEATURE: self._set_feature,
+            Op.GET_QUOTA: self._get_quota,
+            Op.SET_QUOTA: self._set_quota,
+        }
+        self.control_state = ControlState()
+        self._build_initial_tree()
+
+    # ------------------------------------------------------------------ setup
+
+    def _build_initial_tree(self) -> None:
+        """C's cold-start tree, charged to the privileged domain (spec 2)."""
+        priv = self.config.priv_domid
+        private: Perms = (Perm(0, priv),)
+        tree = self.tree
+        tree.create("/", b"", private)
+        tree.create("/tool", b"", private)
+        tree.create("/tool/xenstored", b"", private)
+        tree.create("@introduceDomain", b"", private)
+        tree.create("@releaseDomain", b"", (Perm(0, priv), Perm(READ, DOMID_ANY)))
+        domain = self.domains.find_or_create(priv)
+        if domain is not None:
+            domain.introduced = True
+
+    # --------------------------------------------------------- shell interface
+
+    def connect_socket(self) -> int:
+        """A new Unix-socket connection: it acts as store_domid (spec 3.2)."""
+        domid = self.config.store_domid
+        return self._connect(domid, is_socket=True, privileged=domid == self.config.priv_domid)
+
+    def _connect(self, domid: int, is_socket: bool, privileged: bool) -> int:
+        conn_id = self._next_conn_id
+        self._next_conn_id += 1
+        self.connections[conn_id] = Connection(
+            conn_id, domid, is_socket, privileged, Outbox(self.config.max_output_bytes)
+        )
+        return conn_id
+
+    def disconnect(self, conn_id: int) -> None:
+        conn = self.connections.pop(conn_id, None)
+        if conn is None:
+            return
+        self._drop_watches(conn)
+        self._drop_transactions(conn)
+        self._dirty.discard(conn_id)
+
+    def take_dirty(self) -> set[int]:
+        dirty, self._dirty = self._dirty, set()
+        return dirty
+
+    def take_output(self, conn_id: int) -> bytes:
+        conn = self.connections.get(conn_id)
+        return conn.outbox.take() if conn is not None else b""
+
+    def queued_replies(self, conn_id: int) -> int:
+        conn = self.connections.get(conn_id)
+        return conn.outbox.replies if conn is not None else 0
+
+    def take_effects(self) -> list[Effect]:
+        effects, self._effects = self._effects, []
+        return effects
+
+    def emit(self, effect: Effect) -> None:
+        self._effects.append(effect)
+
+    def handle(self, conn_id: int, packet: Packet) -> None:
+        """Answer one request; its reply goes after any events it caused."""
+        conn = self.connections[conn_id]
+        self._current = packet
+        try:
+            reply = self._dispatch(conn, packet)
+        except XenstoreError as error:
+            self._reply(conn, packet, Op.ERROR, error_payload(error.name))
+            return
+        if reply is not None:
+            self._reply(conn, packet, packet.type, reply)
+
+    # ---------------------------------------------------------------- dispatch
+
+    def _dispatch(self, conn: Connection, packet: Packet) -> bytes | None:
+        op = packet.type
+        handler = self._handlers.get(op)
+        if handler is None:
+            raise XenstoreError("ENOSYS")
+        if op in _PRIVILEGED_OPS and not conn.privileged:
+            raise XenstoreError("EACCES")
+        tx = None
+        if op not in _NO_TRANSACTION_OPS and packet.tx_id:
+            tx = conn.transactions.get(packet.tx_id)
+            if tx is None:
+                raise XenstoreError("ENOENT")
+        if op == Op.WATCH:
+            request: requests.Request = requests.parse_watch(
+                packet.payload, self._features(conn) & FEATURE_WATCHDEPTH != 0
+            )
+        else:
+            request = requests.PARSERS[op](packet.payload)
+        return handler(conn, tx, request)
+
+    def _reply(self, conn: Connection, packet: Packet, op: int, payload: bytes) -> None:
+        if len(payload) > PAYLOAD_MAX:
+            op, payload = Op.ERROR, error_payload("E2BIG")
+        conn.outbox.reply(encode(op, packet.req_id, packet.tx_id, payload))
+        self._dirty.add(conn.conn_id)
+
+    # ------------------------------------------------------------ identities
+
+    def _domain_of(self, conn: Connection) -> Domain | None:
+        return None if conn.is_socket else self.domains.get(conn.domid)
+
+    def _features(self, conn: Connection) -> int:
+        domain = self._domain_of(conn)
+        return domain.features if domain is not None else SUPPORTED_FEATURES
+
+    def limit(self, conn: Connection, name: str) -> int:
+        """The caller's hard quota ``name``; 0 (unlimited) for privileged callers."""
+        if conn.privileged:
+            return 0
+        domain = self.domains.find_or_create(conn.domid)
+        return domain.hard_quotas.get(name, 0) if domain is not None else 0
+
+    def _caller(self, conn: Connection, tx: TransactionView | None) -> Caller:
+        if conn.privileged:
+            return Caller(conn.domid, conn.target, True)
+        usage = self.tree.accounting.of(conn.domid)
+        pending = tx.pending_nodes(conn.domid) if tx is not None else 0
+        return Caller(
+            conn.domid,
+            conn.target,
+            False,
+            node_limit=self.limit(conn, "nodes"),
+            node_size_limit=self.limit(conn, "node-size"),
+            memory_limit=self.limit(conn, "memory"),
+            nodes_used=usage.nodes + pending,
+            memory_used=usage.memory,
+        )
+
+    def _canonical(self, conn: Connection, path: str, allow_special: bool = False) -> str:
+        return canonicalize(path, conn.domid, allow_special, self.limit(conn, "path-max"))
+
+    # ----------------------------------------------------------------- events
+
+    def _notifier(self, tx: TransactionView | None) -> nodes.Notify:
+        return tx.notify if tx is not None else self.fire
+
+    def _may_see(
+        self, conn: Connection, path: str, node: Node | None, old_perms: Perms | None
+    ) -> bool:
+        """XSA-115: the watcher must be able to read the node (now or before) or its parent."""
+        if conn.privileged:
+            return True
+        if old_perms is not None and access(old_perms, conn.domid, conn.target, False) & READ:
+            return True
+        if node is None:
+            node = self.tree.get(path)
+            if node is None:
+                return False
+        if access(node.perms, conn.domid, conn.target, False) & READ:
+            return True
+        parent = self.tree.get(parent_of(path))
+        return parent is not None and bool(
+            access(parent.perms, conn.domid, conn.target, False) & READ
+        )
+
+    def fire(self, path: str, mode: int, node: Node | None, old_perms: Perms | None) -> None:
+        """Queue the event for ``path`` on every permitted matching watch."""
+        matches = self.watches.subtree(path) if mode else self.watches.exact(path)
+        verdicts: dict[int, bool] = {}
+        for watch in matches:
+            conn = self.connections[watch.conn_id]
+            allowed = verdicts.get(watch.conn_id)
+            if allowed is None:
+                allowed = verdicts[watch.conn_id] = self._may_see(conn, path, node, old_perms)
+            if allowed and conn.outbox.event(watch.event_path(path), watch.token):
+                self._dirty.add(watch.conn_id)
+
+    def fire_special(self, name: str, domid: int) -> None:
+        """``@introduceDomain``/``@releaseDomain`` in plain and per-domain forms (spec 5.6)."""
+        special = self.tree.get(name)
+        for watch, path in self.watches.special(name, domid):
+            conn = self.connections[watch.conn_id]
+            if special is not None and not self._may_see(conn, name, special, None):
+                continue
+            if conn.outbox.event(path, watch.token):
+                self._dirty.add(watch.conn_id)
+
+    # ------------------------------------------------------------- node ops
+
+    def _view(self, tx: TransactionView | None) -> NodeView:
+        return tx if tx is not None else self.tree
+
+    def _read(self, conn: Connection, tx: TransactionView | None, req: requests.Request) -> bytes:
+        assert isinstance(req, requests.PathRequest)
+        caller = self._caller(conn, tx)
+        return nodes.read(self._view(tx), caller, self._canonical(conn, req.path))
+
+    def _directory(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        assert isinstance(req, requests.PathRequest)
+        path = self._canonical(conn, req.path)
+        return nodes.checked(self._view(tx), self._caller(conn, tx), path, READ).child_list()
+
+    def _directory_part(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        assert isinstance(req, requests.DirectoryPart)
+        path = self._canonical(conn, req.path)
+        node = nodes.checked(self._view(tx), self._caller(conn, tx), path, READ)
+        return directory_part(node, req.offset)
+
+    def _get_perms(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        assert isinstance(req, requests.PathRequest)
+        path = self._canonical(conn, req.path, allow_special=True)
+        return format_perms(nodes.checked(self._view(tx), self._caller(conn, tx), path, READ).perms)
+
+    def _write(self, conn: Connection, tx: TransactionView | None, req: requests.Request) -> bytes:
+        assert isinstance(req, requests.Write)
+        path = self._canonical(conn, req.path)
+        self._guard(tx, lambda: nodes.write(
+            self._view(tx), self._caller(conn, tx), path, req.value, self._notifier(tx)
+        ))
+        return OK_PAYLOAD
+
+    def _mkdir(self, conn: Connection, tx: TransactionView | None, req: requests.Request) -> bytes:
+        assert isinstance(req, requests.PathRequest)
+        path = self._canonical(conn, req.path)
+        self._guard(tx, lambda: nodes.mkdir(
+            self._view(tx), self._caller(conn, tx), path, self._notifier(tx)
+        ))
+        return OK_PAYLOAD
+
+    def _rm(self, conn: Connection, tx: TransactionView | None, req: requests.Request) -> bytes:
+        assert isinstance(req, requests.PathRequest)
+        path = self._canonical(conn, req.path)
+        self._guard(tx, lambda: nodes.rm(
+            self._view(tx), self._caller(conn, tx), path, self._notifier(tx)
+        ))
+        return OK_PAYLOAD
+
+    def _set_perms(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        assert isinstance(req, requests.SetPerms)
+        limit = self.limit(conn, "node-permissions")
+        if limit and len(req.perms) >= limit:
+            raise XenstoreError("ENOSPC")
+        perms = self._checked_perms(conn, parse_perms(req.perms))
+        path = self._canonical(conn, req.path, allow_special=True)
+        self._guard(tx, lambda: nodes.set_perms(
+            self._view(tx), self._caller(conn, tx), path, perms, self._notifier(tx)
+        ))
+        return OK_PAYLOAD
+
+    def _checked_perms(self, conn: Connection, perms: Perms) -> Perms:
+        """Flag entries for unknown domains stale; an unknown owner is ENOENT (spec 3.5)."""
+        may_use_any = self._features(conn) & FEATURE_DOMID_ANY
+        result = []
+        for perm in perms:
+            if perm.domid == DOMID_ANY:
+                stale = not may_use_any
+            else:
+                stale = self.domains.find_or_create(perm.domid) is None
+            result.append(Perm(perm.flags | IGNORE, perm.domid) if stale else perm)
+        if result[0].flags & IGNORE:
+            raise XenstoreError("ENOENT")
+        return tuple(result)
+
+    @staticmethod
+    def _guard(tx: TransactionView | None, operation: Callable[[], None]) -> None:
+        """A failed change inside a transaction fails the whole transaction (XSA-414/415).
+
+        Permission and lookup errors change nothing and leave it usable;
+        only quota refusals, which C reports after partial work, mark it.
+        """
+        try:
+            operation()
+        except XenstoreError as error:
+            if tx is not None and error.name in ("ENOSPC", "ENOMEM"):
+                tx.failed = True
+            raise
+
+    # --------------------------------------------------------------- watches
+
+    def _watch(self, conn: Connection, tx: TransactionView | None, req: requests.Request) -> None:
+        assert isinstance(req, requests.Watch)
+        relative = req.path[:1] not in ("/", "@")
+        path = self._canonical(conn, req.path, allow_special=True)
+        key = (path, req.token)
+        if key in conn.watches:
+            raise XenstoreError("EEXIST")
+        limit = self.limit(conn, "watches")
+        if limit and len(conn.watches) + 1 >= limit:
+            raise XenstoreError("ENOSPC")
+        prefix_len = len(domain_path(conn.domid)) + 1 if relative else 0
+        watch = Watch(conn.conn_id, path, req.token, req.depth, prefix_len)
+        conn.watches[key] = watch
+        self.watches.add(watch)
+        self.tree.accounting.of(conn.domid).watches += 1
+        self._reply_now(conn, Op.WATCH, OK_PAYLOAD)
+        conn.outbox.initial_event(watch.event_path(path), req.token)
+        return None
+
+    def _reply_now(self, conn: Connection, op: int, payload: bytes) -> None:
+        """Queue the reply before something that must follow it (the WATCH initial event)."""
+        packet = self._current
+        conn.outbox.reply(encode(op, packet.req_id, packet.tx_id, payload))
+        self._dirty.add(conn.conn_id)
+
+    def _unwatch(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        assert isinstance(req, requests.Unwatch)
+        path = self._canonical(conn, req.path, allow_special=True)
+        watch = conn.watches.pop((path, req.token), None)
+        if watch is None:
+            raise XenstoreError("ENOENT")
+        self.watches.remove(watch)
+        self.tree.accounting.of(conn.domid).watches -= 1
+        return OK_PAYLOAD
+
+    def _drop_watches(self, conn: Connection) -> None:
+        for watch in conn.watches.values():
+            self.watches.remove(watch)
+        self.tree.accounting.of(conn.domid).watches -= len(conn.watches)
+        conn.watches.clear()
+
+    def _reset_watches(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        """Drops the caller's transactions too, including one it is sent in (XSA-484)."""
+        self._drop_watches(conn)
+        self._drop_transactions(conn)
+        return OK_PAYLOAD
+
+    # ---------------------------------------------------------- transactions
+
+    def _transaction_start(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        if tx is not None:
+            raise XenstoreError("EBUSY")
+        limit = self.limit(conn, "transactions")
+        if limit and len(conn.transactions) + 1 >= limit:
+            raise XenstoreError("ENOSPC")
+        tx_id = conn.next_tx_id()
+        self.tree.next_generation()
+        conn.transactions[tx_id] = TransactionView(
+            self.tree, tx_id, self.limit(conn, "transaction-nodes")
+        )
+        self.tree.accounting.of(conn.domid).transactions += 1
+        return f"{tx_id}\0".encode()
+
+    def _transaction_end(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        assert isinstance(req, requests.TransactionEnd)
+        if tx is None:
+            raise XenstoreError("ENOENT")
+        del conn.transactions[tx.tx_id]
+        self.tree.accounting.of(conn.domid).transactions -= 1
+        if not req.commit:
+            return OK_PAYLOAD
+        if tx.failed:
+            raise XenstoreError("ENOMEM")
+        if tx.conflicts():
+            raise XenstoreError("EAGAIN")
+        limit = self.limit(conn, "nodes")
+        created = tx.pending_nodes(conn.domid)
+        if limit and created > 0 and self.tree.accounting.of(conn.domid).nodes + created >= limit:
+            raise XenstoreError("ENOSPC")
+        tx.apply()
+        for path, (mode, old_perms) in tx.events.items():
+            self.fire(path, mode, None, old_perms)
+        return OK_PAYLOAD
+
+    def _drop_transactions(self, conn: Connection) -> None:
+        self.tree.accounting.of(conn.domid).transactions -= len(conn.transactions)
+        conn.transactions.clear()
+
+    # --------------------------------------------------------------- domains
+
+    def _introduce(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        """Record the domain and give it a connection; the shell attaches its ring."""
+        assert isinstance(req, requests.Introduce)
+        domain = self.domains.find_or_create(req.domid, self.tree.generation)
+        if domain is None:
+            raise XenstoreError("EINVAL")
+        if not domain.introduced:
+            domain.introduced = True
+            domain.conn_id = self._connect(req.domid, is_socket=False, privileged=False)
+            if req.domid != self.config.priv_domid:
+                self.fire_special("@introduceDomain", req.domid)
+        domain.port = req.port
+        if domain.conn_id is not None:
+            ring = self.connections[domain.conn_id]
+            self._drop_watches(ring)
+            self._drop_transactions(ring)
+            ring.outbox.clear()
+        return OK_PAYLOAD
+
+    def _connected_domain(self, domid: int) -> Domain:
+        domain = self.domains.get(domid)
+        if domain is None or not domain.introduced:
+            raise XenstoreError("ENOENT")
+        if domain.conn_id is None:
+            raise XenstoreError("EINVAL")
+        return domain
+
+    def _released_domain(self, req: requests.Request) -> Domain:
+        assert isinstance(req, requests.DomainRequest)
+        if req.domid in (self.config.store_domid, self.config.priv_domid):
+            raise XenstoreError("EINVAL")
+        return self._connected_domain(req.domid)
+
+    def _release(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        domain = self._released_domain(req)
+        assert domain.conn_id is not None
+        ring = self.connections[domain.conn_id]
+        self._drop_watches(ring)
+        self.disconnect(domain.conn_id)
+        self.destroy_domain(domain.domid)
+        return OK_PAYLOAD
+
+    def destroy_domain(self, domid: int) -> None:
+        """A domain is gone: its nodes, ACL entries and record go too (spec 3.6)."""
+        priv = self.config.priv_domid
+        stripped: list[tuple[str, Perms]] = []
+        orphans: list[str] = []
+        for path, node in list(self._all_nodes()):
+            if owner(node.perms) == domid:
+                orphans.append(path)
+            elif any(perm.domid == domid for perm in node.perms[1:]):
+                stripped.append((path, without_domain(node.perms, domid)))
+        for path, perms in stripped:
+            if path in self.tree.nodes:
+                self.tree.set_perms(path, perms)
+        for path in orphans:
+            orphan = self.tree.get(path)
+            if orphan is None:
+                continue
+            if self.config.keep_orphans or path[0] == "@":
+                self.tree.set_perms(path, (Perm(orphan.perms[0].flags, priv), *orphan.perms[1:]))
+            else:
+                nodes.remove_subtree(self.tree, path, self.fire)
+        self.domains.remove(domid)
+        self.tree.accounting.forget(domid)
+        self.fire_special("@releaseDomain", domid)
+
+    def _all_nodes(self) -> list[tuple[str, Node]]:
+        """Every node, parents before children, then the special nodes."""
+        result = list(self.tree.walk("/"))
+        for special in ("@releaseDomain", "@introduceDomain"):
+            node = self.tree.get(special)
+            if node is not None:
+                result.append((special, node))
+        return result
+
+    def _resume(self, conn: Connection, tx: TransactionView | None, req: requests.Request) -> bytes:
+        self._released_domain(req)
+        return OK_PAYLOAD
+
+    def _get_domain_path(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        assert isinstance(req, requests.DomainRequest)
+        return domain_path(req.domid).encode() + b"\0"
+
+    def _is_domain_introduced(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        assert isinstance(req, requests.DomainRequest)
+        domain = self.domains.get(req.domid)
+        introduced = req.domid == DOMID_SELF or (domain is not None and domain.introduced)
+        return b"T\0" if introduced else b"F\0"
+
+    def _set_target(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        assert isinstance(req, requests.SetTarget)
+        domain = self._connected_domain(req.domid)
+        self._connected_domain(req.target)
+        domain.target = req.target
+        assert domain.conn_id is not None
+        self.connections[domain.conn_id].target = req.target
+        return OK_PAYLOAD
+
+    def _get_feature(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        assert isinstance(req, requests.GetFeature)
+        if not req.args:
+            return f"{self._features(conn)}\0".encode()
+        if not conn.privileged:
+            raise XenstoreError("EACCES")
+        if len(req.args) > 1:
+            raise XenstoreError("EINVAL")
+        domain = self.domains.find_or_create(quotas.domid_arg(req.args[0]))
+        if domain is None:
+            raise XenstoreError("ENOENT")
+        return f"{domain.features}\0".encode()
+
+    def _set_feature(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        assert isinstance(req, requests.SetFeature)
+        domain = self.domains.find_or_create(req.domid)
+        if domain is None:
+            raise XenstoreError("ENOENT")
+        if domain.introduced:
+            raise XenstoreError("EBUSY")
+        if req.value & ~SUPPORTED_FEATURES:
+            raise XenstoreError("EINVAL")
+        domain.features = req.value
+        return OK_PAYLOAD
+
+    def _get_quota(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        assert isinstance(req, requests.GetQuota)
+        return quotas.get_quota(self.config, self.domains, req)
+
+    def _set_quota(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        assert isinstance(req, requests.SetQuota)
+        quotas.set_quota(self.config, self.domains, req)
+        return OK_PAYLOAD
+
+    def _control(
+        self, conn: Connection, tx: TransactionView | None, req: requests.Request
+    ) -> bytes:
+        assert isinstance(req, requests.Control)
+        return run_control(self, req)
+
+
+def directory_part(node: Node, offset: int) -> bytes:
+    """One chunk of the child list after ``offset`` (C ``send_directory_part``, spec 1.5)."""
+    generation = f"{node.generation}\0".encode()
+    listing = node.child_list()
+    if offset >= len(listing):
+        return generation + b"\0"
+    limit = PAYLOAD_MAX - len(generation) - 1
+    end = offset
+    while True:
+        nul = listing.index(b"\0", end)
+        if (end - offset) + (nul - end) >= limit:
+            break
+        end = nul + 1
+        if end == len(listing):
+            return generation + listing[offset:end] + b"\0"
+    return generation + listing[offset:end]

@@ -1,0 +1,76 @@
+"""Watch registrations and matching an event path to them (spec 5.1, 5.2, 5.6).
+
+Watches are indexed by canonical path, so matching an event on E costs one
+dict lookup per ancestor of E (SUBTREE) or one lookup (EXACT), however many
+watches exist.
+"""
+
+from collections.abc import Iterator
+
+import attrs
+
+from pyxenstored.store.paths import ancestors_and_self, depth_of
+
+
+@attrs.define(slots=True, eq=False)
+class Watch:
+    conn_id: int
+    #: Canonical watched path.
+    path: str
+    token: str
+    #: Levels below ``path`` that match; -1 for unlimited.
+    depth: int
+    #: Characters stripped from event paths for a relative registration.
+    prefix_len: int
+
+    def event_path(self, path: str) -> str:
+        return path[self.prefix_len :]
+
+
+def _within_depth(watch: Watch, event_depth: int) -> bool:
+    return watch.depth < 0 or event_depth - depth_of(watch.path) <= watch.depth
+
+
+@attrs.define(eq=False)
+class WatchRegistry:
+    """All watches of all connections, by canonical path."""
+
+    by_path: dict[str, list[Watch]] = attrs.field(factory=dict)
+
+    def add(self, watch: Watch) -> None:
+        self.by_path.setdefault(watch.path, []).append(watch)
+
+    def remove(self, watch: Watch) -> None:
+        watches = self.by_path[watch.path]
+        watches.remove(watch)
+        if not watches:
+            del self.by_path[watch.path]
+
+    def subtree(self, path: str) -> Iterator[Watch]:
+        """Watches on ``path`` or an ancestor whose depth reaches ``path``."""
+        by_path = self.by_path
+        event_depth = depth_of(path)
+        for ancestor in ancestors_and_self(path):
+            watches = by_path.get(ancestor)
+            if watches:
+                for watch in watches:
+                    if _within_depth(watch, event_depth):
+                        yield watch
+
+    def exact(self, path: str) -> Iterator[Watch]:
+        yield from self.by_path.get(path, ())
+
+    def special(self, name: str, domid: int) -> Iterator[tuple[Watch, str]]:
+        """Watches for ``@introduceDomain``/``@releaseDomain`` and the path each receives.
+
+        A plain watch (no depth) on ``@X`` gets ``@X``; one with depth >= 1 on
+        ``@X``, or any watch on ``@X/<domid>``, gets ``@X/<domid>`` (spec 5.6).
+        """
+        per_domain = f"{name}/{domid}"
+        for watch in self.by_path.get(name, ()):
+            if watch.depth < 0:
+                yield watch, name
+            elif watch.depth > 0:
+                yield watch, per_domain
+        for watch in self.by_path.get(per_domain, ()):
+            yield watch, per_domain
