@@ -465,12 +465,12 @@ class Engine:
             return OK_PAYLOAD
         if tx.failed:
             raise XenstoreError("ENOMEM")
-        if tx.conflicts():
-            raise XenstoreError("EAGAIN")
         limit = self.limit(conn, "nodes")
         created = tx.pending_nodes(conn.domid)
         if limit and created > 0 and self.tree.accounting.of(conn.domid).nodes + created >= limit:
             raise XenstoreError("ENOSPC")
+        if tx.conflicts():
+            raise XenstoreError("EAGAIN")
         tx.apply()
         for path, (mode, old_perms) in tx.events.items():
             self.fire(path, mode, None, old_perms)

@@ -38,7 +38,8 @@ def atoi(text: str) -> int:
     while digits < len(text) and text[digits].isascii() and text[digits].isdigit():
         digits += 1
     value = sign * int(text[:digits]) if digits else 0
-    # atoi returns an int: wrap to 32 bits as the C code observes it.
+    # glibc's atoi is (int) strtol(): clamp to the long range, then keep 32 bits.
+    value = max(-(2**63), min(2**63 - 1, value))
     return (value + 2**31) % 2**32 - 2**31
 
 

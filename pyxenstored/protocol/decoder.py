@@ -13,10 +13,11 @@ from pyxenstored.protocol.wire import HEADER, HEADER_SIZE, PAYLOAD_MAX, Packet
 class Decoder:
     """Split a byte stream into packets, refusing payloads over 4096 bytes."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "_error")
 
     def __init__(self, pending: bytes = b"") -> None:
         self._buffer = bytearray(pending)
+        self._error: ProtocolError | None = None
 
     @property
     def pending(self) -> bytes:
@@ -27,8 +28,13 @@ class Decoder:
         """Add ``data`` and return every packet it completes, in order.
 
         Raises ProtocolError on a header announcing more than PAYLOAD_MAX
-        bytes; the caller closes the connection as C does (spec 1.1).
+        bytes; the caller closes the connection as C does (spec 1.1). Good
+        packets before such a header are returned first, since C would have
+        handled them, and the error is raised by the next call (even with no
+        data), so a caller should ``feed(b"")`` after handling a batch.
         """
+        if self._error is not None:
+            raise self._error
         buffer = self._buffer
         buffer += data
         packets: list[Packet] = []
@@ -37,7 +43,10 @@ class Decoder:
         while end - offset >= HEADER_SIZE:
             type_, req_id, tx_id, length = HEADER.unpack_from(buffer, offset)
             if length > PAYLOAD_MAX:
-                raise ProtocolError(f"payload length {length} exceeds {PAYLOAD_MAX}")
+                self._error = ProtocolError(f"payload length {length} exceeds {PAYLOAD_MAX}")
+                if not packets:
+                    raise self._error
+                break
             start = offset + HEADER_SIZE
             if end - start < length:
                 break

@@ -213,8 +213,9 @@ def _introduce(payload: bytes) -> Introduce:
     if len(args) < 3:
         raise _einval()
     domid = parse_domid(args[0])
-    port = atoi(args[2])
-    if port <= 0:
+    # The port is unsigned in C, so only 0 is refused here.
+    port = atoi(args[2]) % 2**32
+    if port == 0:
         raise _einval()
     return Introduce(domid, args[1], port)
 

@@ -40,7 +40,7 @@ def error_payload(name: str) -> bytes:
 
 def watch_event(path: str, token: str) -> bytes:
     """A complete WATCH_EVENT message (req_id and tx_id are 0)."""
-    return encode(Op.WATCH_EVENT, 0, 0, f"{path}\0{token}\0".encode())
+    return encode(Op.WATCH_EVENT, 0, 0, f"{path}\0{token}\0".encode("latin-1"))
 
 
 OK_PAYLOAD: Final = b"OK\0"
