@@ -31,39 +31,39 @@ class TransactionView:
     node_limit: int = 0
     #: Committed generation at first access, in first-access order.
     accessed: dict[str, int] = attrs.field(factory=dict)
-    #: Private versions of written nodes; None marks a deletion.
-    written: dict[str, Node | None] = attrs.field(factory=dict)
+    #: The transaction's private copy of every node it touched (None: missing).
+    nodes: dict[str, Node | None] = attrs.field(factory=dict)
+    #: Paths the transaction changed, in order; applied at commit.
+    dirty: dict[str, None] = attrs.field(factory=dict)
     #: Watch events to fire on commit: path -> (mode, permissions before the transaction).
     events: dict[str, tuple[int, Perms | None]] = attrs.field(factory=dict)
-    #: Node count and memory deltas per owner, applied at commit.
+    #: Node count and memory deltas per owner, for the quota check at commit.
     deltas: dict[int, list[int]] = attrs.field(factory=dict)
     #: Set when a write failed part-way; the commit then answers ENOMEM (spec 4.1).
     failed: bool = False
 
-    def _access(self, path: str) -> Node | None:
-        if path in self.written:
-            return self.written[path]
-        committed = self.tree.nodes.get(path)
-        if path not in self.accessed:
-            if self.node_limit and len(self.accessed) >= self.node_limit:
-                self.failed = True
-                raise XenstoreError("ENOSPC")
-            self.accessed[path] = NO_GENERATION if committed is None else committed.generation
-        return committed
-
     def get(self, path: str) -> Node | None:
-        return self._access(path)
+        """The private copy, made at first access so later reads are repeatable."""
+        nodes = self.nodes
+        if path in nodes:
+            return nodes[path]
+        if self.node_limit and len(self.accessed) >= self.node_limit:
+            self.failed = True
+            raise XenstoreError("ENOSPC")
+        committed = self.tree.nodes.get(path)
+        if committed is None:
+            self.accessed[path] = NO_GENERATION
+            nodes[path] = None
+            return None
+        self.accessed[path] = committed.generation
+        copy = nodes[path] = committed.copy()
+        return copy
 
     def _private(self, path: str) -> Node:
-        """A copy the transaction may change, made on first write."""
-        if path in self.written:
-            node = self.written[path]
-            assert node is not None
-            return node
-        committed = self._access(path)
-        assert committed is not None
-        node = committed.copy()
-        self.written[path] = node
+        """The copy the transaction may change, marked for commit."""
+        node = self.get(path)
+        assert node is not None
+        self.dirty[path] = None
         return node
 
     def _charge(self, domid: int, nodes: int, memory: int) -> None:
@@ -86,9 +86,10 @@ class TransactionView:
         self._charge(owner(parent.perms), 0, footprint(parent_path, parent) - before)
 
     def create(self, path: str, value: bytes, perms: Perms) -> Node:
-        self._access(path)
+        self.get(path)
         node = Node(value, perms, NO_GENERATION)
-        self.written[path] = node
+        self.nodes[path] = node
+        self.dirty[path] = None
         self._charge(owner(perms), 1, footprint(path, node))
         if path[0] == "/" and path != "/":
             self._relink(path, basename(path), add=True)
@@ -109,10 +110,11 @@ class TransactionView:
         return node
 
     def delete(self, path: str) -> None:
-        node = self._access(path)
+        node = self.get(path)
         assert node is not None
         self._charge(owner(node.perms), -1, -footprint(path, node))
-        self.written[path] = None
+        self.nodes[path] = None
+        self.dirty[path] = None
         if path[0] == "/":
             self._relink(path, basename(path), add=False)
 
@@ -141,7 +143,8 @@ class TransactionView:
     def apply(self) -> None:
         """Install the private copies into the committed tree (after validation)."""
         tree = self.tree
-        for path, node in self.written.items():
+        for path in self.dirty:
+            node = self.nodes[path]
             if node is not None:
                 node.generation = tree.next_generation()
             tree.replace(path, node)
