@@ -1,0 +1,282 @@
+"""The measurements, over raw Unix sockets (no client library in the way).
+
+Each workload runs against a socket path for a bounded time and returns a
+``Result``. The bench process is single-threaded and does little more than
+pack headers, so the figures measure the daemon; they are still only
+meaningful as ratios between targets measured in the same run.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import statistics
+import struct
+import time
+from dataclasses import dataclass, field
+
+HEADER = struct.Struct("=IIII")
+READ, WATCH, WRITE, MKDIR, ERROR, WATCH_EVENT = 2, 4, 11, 12, 16, 15
+
+
+class BenchError(Exception):
+    """The daemon answered something a workload did not expect."""
+
+
+@dataclass
+class Result:
+    name: str
+    unit: str
+    count: int
+    seconds: float
+    #: Extra figures (latency percentiles, parameters).
+    details: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else 0.0
+
+
+class Wire:
+    """A blocking connection with a reply parser that tolerates any chunking."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(path)
+        self.buffer = bytearray()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def messages(self) -> list[tuple[int, int, bytes]]:
+        """Block for at least one whole message; return all complete ones."""
+        out: list[tuple[int, int, bytes]] = []
+        while not out:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise BenchError("daemon closed the connection")
+            self.buffer += chunk
+            out = parse(self.buffer)
+        return out
+
+    def call(self, op: int, payload: bytes) -> bytes:
+        self.send(HEADER.pack(op, 0, 0, len(payload)) + payload)
+        while True:
+            for type_, _req, reply in self.messages():
+                if type_ == WATCH_EVENT:
+                    continue
+                if type_ == ERROR:
+                    raise BenchError(f"op {op} failed: {reply!r}")
+                return reply
+
+
+def parse(buffer: bytearray) -> list[tuple[int, int, bytes]]:
+    """Remove every complete message from ``buffer``: (type, req_id, payload)."""
+    out = []
+    offset = 0
+    end = len(buffer)
+    while end - offset >= 16:
+        type_, req_id, _tx, length = HEADER.unpack_from(buffer, offset)
+        if end - offset - 16 < length:
+            break
+        out.append((type_, req_id, bytes(buffer[offset + 16 : offset + 16 + length])))
+        offset += 16 + length
+    del buffer[:offset]
+    return out
+
+
+def _request(op: int, req_id: int, payload: bytes) -> bytes:
+    return HEADER.pack(op, req_id, 0, len(payload)) + payload
+
+
+def _payloads(op: int, value: bytes, keys: int) -> list[bytes]:
+    if op == READ:
+        return [b"/bench/kv/%d\0" % (i % keys) for i in range(keys)]
+    return [b"/bench/kv/%d\0" % (i % keys) + value for i in range(keys)]
+
+
+def setup_keys(path: str, value: bytes, keys: int) -> None:
+    wire = Wire(path)
+    try:
+        for i in range(keys):
+            wire.call(WRITE, b"/bench/kv/%d\0" % i + value)
+    finally:
+        wire.close()
+
+
+def sequential(path: str, op: int, value: bytes, keys: int, seconds: float) -> Result:
+    """One request at a time: send, wait for the reply, repeat."""
+    name = "read" if op == READ else "write"
+    payloads = _payloads(op, value, keys)
+    wire = Wire(path)
+    latencies: list[float] = []
+    count = 0
+    try:
+        start = time.perf_counter()
+        deadline = start + seconds
+        now = start
+        while now < deadline:
+            sent = time.perf_counter()
+            reply = wire.call(op, payloads[count % keys])
+            now = time.perf_counter()
+            latencies.append(now - sent)
+            count += 1
+            if op == READ and len(reply) != len(value):
+                raise BenchError(f"READ returned {len(reply)} bytes")
+        elapsed = now - start
+    finally:
+        wire.close()
+    latencies.sort()
+    return Result(
+        f"{name} sequential",
+        "ops/s",
+        count,
+        elapsed,
+        {
+            "p50_us": latencies[len(latencies) // 2] * 1e6,
+            "p99_us": latencies[int(len(latencies) * 0.99)] * 1e6,
+            "mean_us": statistics.fmean(latencies) * 1e6,
+        },
+    )
+
+
+def pipelined(path: str, op: int, value: bytes, keys: int, seconds: float, depth: int) -> Result:
+    """Keep ``depth`` requests in flight; refill as replies arrive."""
+    name = "read" if op == READ else "write"
+    payloads = _payloads(op, value, keys)
+    wire = Wire(path)
+    sent = 0
+    done = 0
+    try:
+        start = time.perf_counter()
+        deadline = start + seconds
+        wire.send(b"".join(_request(op, i, payloads[i % keys]) for i in range(depth)))
+        sent = depth
+        while True:
+            replies = wire.messages()
+            for type_, req_id, _payload in replies:
+                if type_ != op or req_id != done:
+                    raise BenchError(f"unexpected reply {type_} #{req_id} (want #{done})")
+                done += 1
+            if time.perf_counter() >= deadline:
+                break
+            more = len(replies)
+            wire.send(
+                b"".join(_request(op, sent + i, payloads[(sent + i) % keys]) for i in range(more))
+            )
+            sent += more
+        # Drain what is still in flight; count it, it was answered in time.
+        while done < sent:
+            for type_, req_id, _payload in wire.messages():
+                if type_ != op or req_id != done:
+                    raise BenchError(f"unexpected reply {type_} #{req_id}")
+                done += 1
+        elapsed = time.perf_counter() - start
+    finally:
+        wire.close()
+    return Result(f"{name} pipelined (depth {depth})", "ops/s", done, elapsed, {"depth": depth})
+
+
+def watch_fanout(path: str, watchers: int, seconds: float, depth: int = 1) -> Result:
+    """``watchers`` connections watch /bench/fan; one writer writes under it.
+
+    The writer keeps ``depth`` writes in flight. Counts watch events
+    received (by all watchers together) per second, until every event for
+    every write sent before the deadline has arrived.
+    """
+    setup = Wire(path)
+    setup.call(MKDIR, b"/bench/fan\0")
+    setup.close()
+    selector = selectors.DefaultSelector()
+    conns: list[Wire] = []
+    try:
+        for i in range(watchers):
+            wire = Wire(path)
+            payload = b"/bench/fan\0w%d\0" % i
+            wire.send(HEADER.pack(WATCH, 0, 0, len(payload)) + payload)
+            # Wait for both the OK and the immediate event (in either order).
+            seen: set[int] = set()
+            while seen != {WATCH, WATCH_EVENT}:
+                for type_, _req, reply in wire.messages():
+                    if type_ == ERROR:
+                        raise BenchError(f"WATCH failed: {reply!r}")
+                    seen.add(type_)
+            wire.sock.setblocking(False)
+            selector.register(wire.sock, selectors.EVENT_READ, wire)
+            conns.append(wire)
+        writer = Wire(path)
+        events = 0
+        writes_done = 0
+        writes_sent = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        writer.send(b"".join(_request(WRITE, i, b"/bench/fan/k%d\0v" % i) for i in range(depth)))
+        writes_sent = depth
+        writer.sock.setblocking(False)
+        selector.register(writer.sock, selectors.EVENT_READ, writer)
+        stop_writing = False
+        lost = 0
+        last_event = start
+        while not (
+            stop_writing and writes_done == writes_sent and events >= writes_sent * watchers
+        ):
+            ready = selector.select(timeout=2 if stop_writing else 10)
+            ready_any = bool(ready)
+            for key, _mask in ready:
+                wire = key.data
+                try:
+                    chunk = wire.sock.recv(1 << 20)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    raise BenchError("daemon closed a connection")
+                wire.buffer += chunk
+                messages = parse(wire.buffer)
+                if wire is writer:
+                    replies = [m for m in messages if m[0] != WATCH_EVENT]
+                    writes_done += len(replies)
+                    if not stop_writing and time.perf_counter() >= deadline:
+                        stop_writing = True
+                    if not stop_writing and replies:
+                        writer.sock.setblocking(True)
+                        writer.send(
+                            b"".join(
+                                _request(
+                                    WRITE, writes_sent + i, b"/bench/fan/k%d\0v" % (writes_sent + i)
+                                )
+                                for i in range(len(replies))
+                            )
+                        )
+                        writer.sock.setblocking(False)
+                        writes_sent += len(replies)
+                else:
+                    events += sum(1 for m in messages if m[0] == WATCH_EVENT)
+                    last_event = time.perf_counter()
+            if stop_writing and writes_done == writes_sent and not ready_any:
+                # Nothing arrived for a while: the daemon may legitimately
+                # drop events (a slow reader's queue bound, duplicates), so
+                # count what did arrive instead of waiting for ever.
+                lost = writes_sent * watchers - events
+                break
+        elapsed = max(last_event, deadline) - start
+        conns.append(writer)
+    finally:
+        selector.close()
+        for wire in conns:
+            wire.close()
+    return Result(
+        f"watch fan-out ({watchers} watchers)",
+        "events/s",
+        events,
+        elapsed,
+        {
+            "watchers": watchers,
+            "writes": writes_sent,
+            "writes_per_s": writes_sent / elapsed,
+            "events_lost": lost,
+        },
+    )
