@@ -47,7 +47,8 @@ class TransactionView:
         nodes = self.nodes
         if path in nodes:
             return nodes[path]
-        if self.node_limit and len(self.accessed) >= self.node_limit:
+        # C ``access_node``: refused once the new count would reach the quota (spec 6.1).
+        if self.node_limit and len(self.accessed) + 1 >= self.node_limit:
             self.failed = True
             raise XenstoreError("ENOSPC")
         committed = self.tree.nodes.get(path)
