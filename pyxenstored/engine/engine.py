@@ -42,6 +42,7 @@ from pyxenstored.store.permissions import (
 from pyxenstored.store.tree import NodeView, Tree
 from pyxenstored.transactions import TransactionView
 from pyxenstored.watches import Outbox, Watch, WatchRegistry
+from pyxenstored.watches.registry import delivery_order
 
 _PRIVILEGED_OPS = frozenset(
     {
@@ -264,7 +265,9 @@ class Engine:
 
     def fire(self, path: str, mode: int, node: Node | None, old_perms: Perms | None) -> None:
         """Queue the event for ``path`` on every permitted matching watch."""
-        matches = self.watches.subtree(path) if mode else self.watches.exact(path)
+        matches = list(self.watches.subtree(path) if mode else self.watches.exact(path))
+        if len(matches) > 1:
+            matches.sort(key=delivery_order)
         verdicts: dict[int, bool] = {}
         for watch in matches:
             conn = self.connections[watch.conn_id]
@@ -277,7 +280,8 @@ class Engine:
     def fire_special(self, name: str, domid: int) -> None:
         """``@introduceDomain``/``@releaseDomain`` in plain and per-domain forms (spec 5.6)."""
         special = self.tree.get(name)
-        for watch, path in self.watches.special(name, domid):
+        matches = sorted(self.watches.special(name, domid), key=lambda pair: delivery_order(pair[0]))
+        for watch, path in matches:
             conn = self.connections[watch.conn_id]
             if special is not None and not self._may_see(conn, name, special, None):
                 continue

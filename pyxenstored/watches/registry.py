@@ -22,9 +22,16 @@ class Watch:
     depth: int
     #: Characters stripped from event paths for a relative registration.
     prefix_len: int
+    #: Registration order, set by the registry: C delivers in this order.
+    seq: int = 0
 
     def event_path(self, path: str) -> str:
         return path[self.prefix_len :]
+
+
+def delivery_order(watch: Watch) -> tuple[int, int]:
+    """C walks connections in creation order, then each one's watches in registration order."""
+    return watch.conn_id, watch.seq
 
 
 def _within_depth(watch: Watch, event_depth: int) -> bool:
@@ -36,8 +43,11 @@ class WatchRegistry:
     """All watches of all connections, by canonical path."""
 
     by_path: dict[str, list[Watch]] = attrs.field(factory=dict)
+    registrations: int = 0
 
     def add(self, watch: Watch) -> None:
+        self.registrations += 1
+        watch.seq = self.registrations
         self.by_path.setdefault(watch.path, []).append(watch)
 
     def remove(self, watch: Watch) -> None:
