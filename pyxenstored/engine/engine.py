@@ -280,7 +280,9 @@ class Engine:
     def fire_special(self, name: str, domid: int) -> None:
         """``@introduceDomain``/``@releaseDomain`` in plain and per-domain forms (spec 5.6)."""
         special = self.tree.get(name)
-        matches = sorted(self.watches.special(name, domid), key=lambda pair: delivery_order(pair[0]))
+        matches = sorted(
+            self.watches.special(name, domid), key=lambda pair: delivery_order(pair[0])
+        )
         for watch, path in matches:
             conn = self.connections[watch.conn_id]
             if special is not None and not self._may_see(conn, name, special, None):
