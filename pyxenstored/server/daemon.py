@@ -1,0 +1,476 @@
+"""The trio shell: connection tasks that move bytes between sockets and the engine.
+
+One ``Server`` owns the engine and a table from connection id to
+``Connection``. Every client gets a connection task made of two tasks:
+
+* the **reader** receives bytes, decodes every complete packet they hold and
+  hands them to the engine as one batch (``Server.handle_batch``), after
+  which every connection whose outbox got data (replies, or watch events
+  for other connections) has its writer woken;
+* the **writer** is the only task that writes to the stream. When woken it
+  takes *all* queued output of its connection from the engine
+  (``take_output``) and sends it with one ``send_all``, so a batch's
+  replies leave in one write.
+
+Backpressure: output stays in the engine's outbox until the writer takes
+it, and the writer takes it only after its previous ``send_all`` finished.
+The reader feeds the engine at most ``reply_bound`` requests beyond the
+replies still queued there; when ``engine.queued_replies(conn)`` reaches
+the bound it stops (no more packets handled, no more bytes received) until
+the writer has taken the output. A client that never reads therefore holds
+at most one chunk being sent, ``reply_bound`` queued replies, its share of
+watch events (bounded by the engine) and one received buffer of
+``receive_size`` bytes; the kernel's socket buffers then push back on it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Protocol, cast
+
+import trio
+
+from pyxenstored.config import Config
+from pyxenstored.effects import Effect, LogMessage, MemoryReport, TraceFile
+from pyxenstored.protocol.decoder import Decoder
+from pyxenstored.protocol.errors import ProtocolError
+from pyxenstored.protocol.wire import Packet
+from pyxenstored.server.listener import open_unix_listener, remove_socket
+from pyxenstored.server.trace import Tracer
+
+log = logging.getLogger("pyxenstored.server")
+
+#: Bytes asked of the kernel per read; also bounds a stalled reader's buffer.
+RECEIVE_SIZE = 65536
+#: Replies queued per connection before its reader pauses, when the
+#: configuration's ``outstanding`` quota is 0 (unlimited).
+DEFAULT_REPLY_BOUND = 20
+#: Seconds to wait before accepting again after EMFILE and friends.
+ACCEPT_RETRY_DELAY = 0.1
+#: Seconds a connection closed for a protocol error may take to send the
+#: replies to the good requests ahead of the bad header.
+CLOSE_FLUSH_TIMEOUT = 1.0
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_UCRED = struct.Struct("3i")
+
+
+class EngineAPI(Protocol):
+    """What the shell needs from ``pyxenstored.engine.Engine``."""
+
+    def connect_socket(self) -> int: ...
+
+    def handle(self, conn_id: int, packet: Packet) -> None: ...
+
+    def take_dirty(self) -> Iterable[int]: ...
+
+    def take_output(self, conn_id: int) -> bytes: ...
+
+    def queued_replies(self, conn_id: int) -> int: ...
+
+    def disconnect(self, conn_id: int) -> None: ...
+
+    def take_effects(self) -> Iterable[Effect]: ...
+
+
+def reply_bound_for(config: Config) -> int:
+    """Queued replies per connection before its reader pauses."""
+    return config.hard_quotas.get("outstanding", 0) or DEFAULT_REPLY_BOUND
+
+
+def _peer_description(stream: trio.abc.Stream) -> str:
+    """``pid N uid N`` of a Unix socket peer, for debug logs."""
+    sock = getattr(stream, "socket", None)
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return ""
+    try:
+        pid, uid, _gid = _UCRED.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        )
+    except OSError:
+        return ""
+    return f"pid {pid} uid {uid}"
+
+
+class Connection:
+    """The shell's side of one client: its stream and its two tasks."""
+
+    def __init__(self, server: Server, conn_id: int, stream: trio.abc.Stream) -> None:
+        self.server = server
+        self.conn_id = conn_id
+        self.stream = stream
+        #: Set when the engine may hold output for us; replaced once consumed.
+        self._has_output = trio.Event()
+        #: Set (and dropped) by the writer each time it takes output.
+        self._taken: trio.Event | None = None
+        #: Set (and dropped) by the writer when it has nothing left to send.
+        self._idle: trio.Event | None = None
+        #: Bytes handed to ``send_all`` that it has not finished sending.
+        self.bytes_in_flight = 0
+        #: Requests handed to the engine, for statistics and tests.
+        self.requests_handled = 0
+        self._trace_decoder = Decoder()
+
+    def wake_writer(self) -> None:
+        self._has_output.set()
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer, nursery.cancel_scope)
+            try:
+                await self._reader()
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _wait_until_taken(self) -> None:
+        """Pause the reader until the writer has taken the queued output."""
+        taken = self._taken
+        if taken is None:
+            taken = self._taken = trio.Event()
+        self._has_output.set()  # the writer takes even if no dirty mark woke it
+        await taken.wait()
+
+    async def _wait_until_idle(self) -> None:
+        """Wait until the writer has sent everything queued so far."""
+        while self._has_output.is_set() or self.bytes_in_flight:
+            idle = self._idle
+            if idle is None:
+                idle = self._idle = trio.Event()
+            await idle.wait()
+
+    async def _reader(self) -> None:
+        server = self.server
+        engine = server.engine
+        conn_id = self.conn_id
+        bound = server.reply_bound
+        decoder = Decoder()
+        receive_some = self.stream.receive_some
+        receive_size = server.receive_size
+        while True:
+            # Read nothing more while the replies already queued fill the
+            # bound: the kernel's buffers then push back on the client.
+            while engine.queued_replies(conn_id) >= bound:
+                await self._wait_until_taken()
+            try:
+                data = await receive_some(receive_size)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.debug("conn %d: receive failed: %s", conn_id, exc)
+                return
+            if not data:
+                log.debug("conn %d: closed by peer", conn_id)
+                return
+            try:
+                packets = decoder.feed(cast(bytes, data))
+            except ProtocolError as exc:
+                log.warning("conn %d: protocol error, closing connection: %s", conn_id, exc)
+                return
+            if not packets:
+                continue
+            start = 0
+            count = len(packets)
+            while start < count:
+                room = bound - engine.queued_replies(conn_id)
+                if room <= 0:
+                    await self._wait_until_taken()
+                    continue
+                end = start + room
+                batch = packets if start == 0 and end >= count else packets[start:end]
+                try:
+                    server.handle_batch(self, batch)
+                except Exception:
+                    log.exception(
+                        "conn %d: internal error while handling a request, closing connection",
+                        conn_id,
+                    )
+                    return
+                start = end
+            # Packets ahead of a bad header are returned first (C handles
+            # them); the decoder reports the bad header on the next call.
+            try:
+                decoder.feed(b"")
+            except ProtocolError as exc:
+                log.warning("conn %d: protocol error, closing connection: %s", conn_id, exc)
+                with trio.move_on_after(CLOSE_FLUSH_TIMEOUT):
+                    await self._wait_until_idle()  # their replies, as C would send them
+                return
+
+    async def _writer(self, cancel_scope: trio.CancelScope) -> None:
+        server = self.server
+        engine = server.engine
+        tracer = server.tracer
+        conn_id = self.conn_id
+        send_all = self.stream.send_all
+        try:
+            while True:
+                if not self._has_output.is_set():
+                    idle, self._idle = self._idle, None
+                    if idle is not None:
+                        idle.set()
+                    await self._has_output.wait()
+                self._has_output = trio.Event()
+                data = engine.take_output(conn_id)
+                taken, self._taken = self._taken, None
+                if taken is not None:
+                    taken.set()
+                if not data:
+                    continue
+                if tracer.io:
+                    tracer.output(conn_id, data, self._trace_decoder)
+                    tracer.flush()
+                self.bytes_in_flight = len(data)
+                await send_all(data)
+                self.bytes_in_flight = 0
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.debug("conn %d: send failed, closing connection: %s", conn_id, exc)
+            cancel_scope.cancel()
+
+
+class Server:
+    """The engine plus every live connection; see the module docstring."""
+
+    def __init__(
+        self,
+        engine: EngineAPI,
+        *,
+        tracer: Tracer | None = None,
+        reply_bound: int = DEFAULT_REPLY_BOUND,
+        receive_size: int = RECEIVE_SIZE,
+        state_dir: str | None = None,
+    ) -> None:
+        if reply_bound < 1:
+            raise ValueError("reply_bound must be at least 1")
+        self.engine = engine
+        self.tracer = tracer if tracer is not None else Tracer()
+        self.reply_bound = reply_bound
+        self.receive_size = receive_size
+        #: Where relative file names from CONTROL commands are placed.
+        self.state_dir = state_dir
+        self.connections: dict[int, Connection] = {}
+        self.socket_path: str | None = None
+        self._cancel_scope: trio.CancelScope | None = None
+        self._push_trace_settings()
+
+    # -- trace settings shared with the engine's CONTROL ``log`` command --
+
+    def _push_trace_settings(self) -> None:
+        """Tell the engine about ``-T`` and ``--trace-control``.
+
+        CONTROL ``log on`` and ``memreport`` need the trace file's name and
+        ``log`` lists the switches; the engine keeps them in its (optional)
+        ``control_state``.
+        """
+        state = getattr(self.engine, "control_state", None)
+        if state is None:
+            return
+        tracer = self.tracer
+        if tracer.path is not None and getattr(state, "trace_file", None) is None:
+            state.trace_file = tracer.path
+            state.trace_open = tracer.is_open
+        switches = getattr(state, "switches", None)
+        if isinstance(switches, dict):
+            for name in switches:
+                switches[name] = name in tracer.switches
+
+    def _pull_trace_switches(self) -> None:
+        """Adopt switches CONTROL ``log +sw``/``-sw`` changed (no effect reports them)."""
+        switches = getattr(getattr(self.engine, "control_state", None), "switches", None)
+        if isinstance(switches, dict):
+            self.tracer.set_switches(name for name, on in switches.items() if on)
+
+    # -- the synchronous core of the shell ------------------------------
+
+    def handle_batch(self, conn: Connection, packets: Sequence[Packet]) -> None:
+        """Hand ``packets`` to the engine, then wake writers and run effects."""
+        engine = self.engine
+        conn_id = conn.conn_id
+        tracer = self.tracer
+        if tracer.io:
+            tracer.requests(conn_id, packets)
+        handle = engine.handle
+        control = False
+        try:
+            for packet in packets:
+                handle(conn_id, packet)
+                if not packet.type:  # Op.CONTROL
+                    control = True
+        finally:
+            conn.requests_handled += len(packets)
+            if control:
+                self._pull_trace_switches()
+            self.flush()
+
+    def flush(self) -> None:
+        """Wake the writer of every connection with new output; apply effects."""
+        connections = self.connections
+        for conn_id in self.engine.take_dirty():
+            conn = connections.get(conn_id)
+            if conn is not None:
+                conn.wake_writer()
+        effects = self.engine.take_effects()
+        if effects:
+            for effect in effects:
+                self.apply_effect(effect)
+        if self.tracer.is_open:
+            self.tracer.flush()
+
+    def resolve_path(self, path: str) -> str:
+        """A file name from a CONTROL command; relative ones go under the state dir."""
+        if os.path.isabs(path) or self.state_dir is None:
+            return os.path.abspath(path)
+        return os.path.join(self.state_dir, path)
+
+    def apply_effect(self, effect: Effect) -> None:
+        tracer = self.tracer
+        if isinstance(effect, LogMessage):
+            log.info("%s", effect.text)
+            if tracer.is_open:
+                tracer.line(effect.text)
+        elif isinstance(effect, TraceFile):
+            if effect.path is None:
+                tracer.close()
+                log.info("tracing stopped")
+            elif effect.path:
+                tracer.open(self.resolve_path(effect.path))
+            else:  # empty: reopen the current file ("log on")
+                tracer.reopen()
+        elif isinstance(effect, MemoryReport):
+            if effect.path is None:
+                if tracer.is_open:
+                    tracer.text(effect.text)
+                else:
+                    log.warning("memory report requested but no trace file is open")
+            else:
+                self._write_report(self.resolve_path(effect.path), effect.text)
+        else:  # pragma: no cover - a new effect type the shell does not know yet
+            log.warning("ignoring unknown engine effect %r", effect)
+
+    @staticmethod
+    def _write_report(path: str, text: str) -> None:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(text)
+        except OSError as exc:
+            log.error("could not write memory report to %s: %s", path, exc)
+
+    # -- tasks -----------------------------------------------------------
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one client until it disconnects or breaks the protocol.
+
+        Never raises (except Cancelled): a broken client must not take the
+        daemon down. The stream is closed on return.
+        """
+        engine = self.engine
+        conn_id = engine.connect_socket()
+        conn = Connection(self, conn_id, stream)
+        self.connections[conn_id] = conn
+        tracer = self.tracer
+        if log.isEnabledFor(logging.DEBUG) or tracer.obj:
+            peer = _peer_description(stream)
+            log.debug("conn %d: opened%s", conn_id, f" ({peer})" if peer else "")
+            if tracer.obj:
+                tracer.connection("NEW", conn_id, peer)
+                tracer.flush()
+        try:
+            await conn.run()
+        except Exception:
+            log.exception("conn %d: unexpected error, closing connection", conn_id)
+        finally:
+            del self.connections[conn_id]
+            try:
+                engine.disconnect(conn_id)
+                self.flush()
+            except Exception:
+                log.exception("conn %d: error while disconnecting", conn_id)
+            if tracer.obj:
+                tracer.connection("END", conn_id)
+                tracer.flush()
+            log.debug("conn %d: closed", conn_id)
+            await trio.aclose_forcefully(stream)
+
+    async def serve_listener(
+        self,
+        listener: trio.abc.Listener[trio.abc.Stream],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept clients until cancelled, each in its own task.
+
+        Cancelling stops accepting, closes the listener and every
+        connection (each is disconnected from the engine).
+        """
+        async with listener, trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    log.error("accept failed (%s), retrying", os.strerror(exc.errno or 0))
+                    await trio.sleep(ACCEPT_RETRY_DELAY)
+                    continue
+                nursery.start_soon(self.handle_stream, stream)
+
+    def shutdown(self) -> None:
+        """Make ``serve`` return: stop accepting and close every connection."""
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    @property
+    def connection_count(self) -> int:
+        return len(self.connections)
+
+
+def _default_engine(config: Config) -> EngineAPI:
+    from pyxenstored.engine import Engine
+
+    return Engine(config)
+
+
+async def serve(
+    config: Config,
+    socket_path: str,
+    *,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+    engine: EngineAPI | None = None,
+    tracer: Tracer | None = None,
+    state_dir: str | None = None,
+    reply_bound: int | None = None,
+    socket_mode: int = 0o600,
+) -> None:
+    """Run the daemon on the Unix socket ``socket_path`` until cancelled.
+
+    Calls ``task_status.started(server)`` once the socket is listening, so
+    ``server = await nursery.start(serve, config, path)`` is race-free.
+    ``Server.shutdown()`` or cancelling the caller's scope stops it: the
+    listener and every connection are closed, and the socket file is
+    removed if it is still ours.
+    """
+    if engine is None:
+        engine = _default_engine(config)
+    server = Server(
+        engine,
+        tracer=tracer,
+        reply_bound=reply_bound if reply_bound is not None else reply_bound_for(config),
+        state_dir=state_dir,
+    )
+    listener, bound = open_unix_listener(socket_path, mode=socket_mode)
+    server.socket_path = socket_path
+    try:
+        with trio.CancelScope() as scope:
+            server._cancel_scope = scope
+            log.info("listening on %s", socket_path)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(server.serve_listener, listener)
+                task_status.started(server)
+        log.info("stopped listening on %s", socket_path)
+    finally:
+        server._cancel_scope = None
+        listener.socket.close()
+        remove_socket(bound)

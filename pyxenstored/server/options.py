@@ -1,0 +1,44 @@
+"""What the command line tells the daemon process, beyond the engine's Config."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+
+from pyxenstored.config import Config
+from pyxenstored.server.trace import DEFAULT_TRACE_SWITCHES
+
+#: Where the daemon keeps its journal and snapshots (``--state-dir``).
+DEFAULT_STATE_DIR: Final = "/var/lib/pyxenstored"
+#: libxenstore's ``XEN_RUN_STORED``; the socket is ``<rundir>/socket``.
+DEFAULT_RUN_DIR: Final = "/var/run/xenstored"
+
+
+@attrs.define
+class DaemonOptions:
+    """Everything ``pyxenstored`` was started with.
+
+    Paths are absolute: the daemon changes to ``/`` when it detaches.
+    """
+
+    config: Config = attrs.field(factory=Config)
+    socket_path: str = DEFAULT_RUN_DIR + "/socket"
+    #: ``$XENSTORED_RUNDIR``: created at start (errors ignored) as C does,
+    #: when the socket is in it.
+    run_dir: str = DEFAULT_RUN_DIR
+    state_dir: str = DEFAULT_STATE_DIR
+    #: ``-F``: written (and locked) after detaching, removed on exit.
+    pid_file: str | None = None
+    #: ``-N``: stay in the foreground.
+    no_fork: bool = False
+    #: ``-T``: trace every request and reply to this file.
+    trace_file: str | None = None
+    #: ``--trace-control``: C's trace switches that are on.
+    trace_switches: frozenset[str] = DEFAULT_TRACE_SWITCHES
+    #: ``--event``: the event channel port of the local domain (dom0_event); unused yet.
+    event_port: int | None = None
+    #: ``-U``: started by a live update (accepted; restoring state is not implemented yet).
+    live_update: bool = False
+    #: ``-V``: debug logging.
+    verbose: bool = False

@@ -1,0 +1,144 @@
+"""Running the daemon process: detach, pid file, signals, clean shutdown."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+import trio
+
+from pyxenstored.server.daemon import Server, serve
+from pyxenstored.server.options import DaemonOptions
+from pyxenstored.server.process import (
+    ALREADY_RUNNING,
+    READY,
+    PidFile,
+    daemonize,
+    ensure_state_dir,
+    notify_systemd,
+    redirect_stdio,
+    report,
+)
+from pyxenstored.server.trace import Tracer
+
+log = logging.getLogger("pyxenstored.server")
+
+#: Signals that stop the daemon cleanly; SIGHUP reopens the trace file (as C).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+E = TypeVar("E", bound=BaseException)
+
+
+async def run_async(
+    options: DaemonOptions,
+    *,
+    on_ready: Callable[[Server], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then close everything and return.
+
+    Must run in the main thread (it installs signal handlers).
+    ``on_ready`` is called once the socket is listening.
+    """
+    tracer = Tracer(options.trace_file, options.trace_switches)
+    try:
+        with trio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as nursery:
+                server: Server = await nursery.start(
+                    functools.partial(
+                        serve,
+                        options.config,
+                        options.socket_path,
+                        tracer=tracer,
+                        state_dir=options.state_dir,
+                    )
+                )
+                if on_ready is not None:
+                    on_ready(server)
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        log.info("SIGHUP: reopening the trace file")
+                        tracer.reopen()
+                        continue
+                    log.info("%s received, shutting down", signal.Signals(signum).name)
+                    server.shutdown()
+                    break
+    finally:
+        tracer.close()
+    log.info("shut down")
+
+
+def _find(exc: BaseException, kind: type[E]) -> E | None:
+    """``exc`` itself or the first ``kind`` inside an exception group."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
+def run(options: DaemonOptions) -> int:
+    """The whole life of the daemon process; returns its exit status."""
+    try:
+        ensure_state_dir(options.state_dir)
+    except OSError as exc:
+        log.critical("cannot create state dir %s: %s", options.state_dir, exc)
+        return 1
+    if os.path.dirname(options.socket_path) == options.run_dir:
+        try:  # C: "Errors ignored here, will be reported when we open files"
+            os.mkdir(options.run_dir, 0o755)
+        except OSError:
+            pass
+    if options.live_update:
+        log.warning("live update (-U): restoring state is not implemented, starting afresh")
+    ready_fd: int | None = None
+    if not options.no_fork and not options.live_update:  # C does not fork with -U
+        ready_fd = daemonize()
+    pid_file: PidFile | None = None
+    if options.pid_file is not None:
+        pid_file = PidFile(options.pid_file)
+        try:
+            acquired = pid_file.acquire()
+        except OSError as exc:
+            log.critical("cannot open pid file %s: %s", options.pid_file, exc)
+            return 1
+        if not acquired:  # C: "We exit silently if daemon already running."
+            report(ready_fd, ALREADY_RUNNING)
+            return 0
+
+    def ready(server: Server) -> None:
+        nonlocal ready_fd
+        if ready_fd is not None:
+            redirect_stdio()
+            report(ready_fd, READY)
+            ready_fd = None
+        notify_systemd()
+
+    try:
+        trio.run(functools.partial(run_async, options, on_ready=ready))
+    except BaseException as exc:
+        if _find(exc, KeyboardInterrupt) is not None:  # before the receiver was installed
+            log.info("interrupted")
+            return 130
+        os_error = _find(exc, OSError)
+        if os_error is not None:
+            log.critical("%s", os_error)
+            return 1
+        if isinstance(exc, Exception):
+            log.critical("unexpected error", exc_info=True)
+            return 1
+        raise
+    finally:
+        if pid_file is not None:
+            pid_file.release()
+        if ready_fd is not None:  # never got ready: the parent sees EOF and exits 1
+            report(ready_fd, b"")
+        sys.stdout.flush()
+    return 0
