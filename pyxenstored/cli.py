@@ -319,6 +319,8 @@ def parse_args(
         else:
             config.hard_quotas[kind] = value
     config.keep_orphans = ns.keep_orphans
+    config.trace_file = None if ns.trace_file is None else os.path.abspath(ns.trace_file)
+    config.trace_switches = frozenset(switches)
 
     # Without Xen to ask (C: the domains with the CONTROL / XENSTORE
     # capabilities) each defaults to the other, then to dom0.
@@ -333,7 +335,6 @@ def parse_args(
 
     def absolute(path: str | None) -> str | None:
         return None if path is None else os.path.abspath(path)
-
     return DaemonOptions(
         config=config,
         socket_path=os.path.abspath(resolve_socket_path(ns.socket, environ)),
@@ -341,8 +342,6 @@ def parse_args(
         state_dir=os.path.abspath(ns.state_dir or DEFAULT_STATE_DIR),
         pid_file=absolute(ns.pid_file),
         no_fork=ns.no_fork,
-        trace_file=absolute(ns.trace_file),
-        trace_switches=frozenset(switches),
         event_port=ns.event,
         live_update=ns.live_update,
         verbose=ns.verbose,

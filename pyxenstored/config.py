@@ -65,6 +65,12 @@ FEATURE_DOMID_ANY: Final = 8
 SUPPORTED_FEATURES: Final = FEATURE_ERROR | FEATURE_WATCHDEPTH | FEATURE_DOMID_ANY
 
 
+#: C's trace switches, in the order of their TRACE_* bits.
+TRACE_SWITCHES: Final = ("obj", "io", "wrl", "acc", "tdb")
+#: C enables obj and io by default; they only matter once a trace file is open.
+DEFAULT_TRACE_SWITCHES: Final = frozenset({"obj", "io"})
+
+
 def _hard() -> dict[str, int]:
     return dict(DEFAULT_HARD_QUOTAS)
 
@@ -92,3 +98,7 @@ class Config:
     store_domid: int = 0
     #: Queued outgoing bytes per connection beyond which watch events are dropped.
     max_output_bytes: int = 2 * 1024 * 1024
+    #: ``-T``: the trace file (CONTROL ``log on`` and ``memreport`` use it too).
+    trace_file: str | None = None
+    #: ``--trace-control``: the trace switches that are on.
+    trace_switches: frozenset[str] = DEFAULT_TRACE_SWITCHES

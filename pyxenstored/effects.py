@@ -23,6 +23,13 @@ class TraceFile:
 
 
 @attrs.frozen
+class TraceSwitches:
+    """CONTROL ``log +sw``/``-sw``: exactly these trace switches are now on."""
+
+    enabled: frozenset[str]
+
+
+@attrs.frozen
 class MemoryReport:
     """Write ``text`` to ``path``, or to the trace file when ``path`` is None."""
 
@@ -30,4 +37,4 @@ class MemoryReport:
     text: str
 
 
-Effect = LogMessage | TraceFile | MemoryReport
+Effect = LogMessage | TraceFile | TraceSwitches | MemoryReport

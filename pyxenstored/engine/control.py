@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from pyxenstored.config import QUOTA_DESCRIPTIONS, QUOTA_NAMES
-from pyxenstored.effects import LogMessage, MemoryReport, TraceFile
+from pyxenstored.config import QUOTA_DESCRIPTIONS, QUOTA_NAMES, TRACE_SWITCHES, Config
+from pyxenstored.effects import LogMessage, MemoryReport, TraceFile, TraceSwitches
 from pyxenstored.protocol.args import atoi
 from pyxenstored.protocol.errors import XenstoreError
 from pyxenstored.protocol.requests import Control
@@ -21,18 +21,19 @@ from pyxenstored.store.consistency import check_tree
 if TYPE_CHECKING:
     from pyxenstored.engine.engine import Engine
 
-TRACE_SWITCHES = ("obj", "io", "wrl", "acc", "tdb")
-
-
 @attrs.define
 class ControlState:
-    """Trace settings as C keeps them: a file name, whether it is open, switches."""
+    """Trace settings as C keeps them: a file name and the switches, in C's order."""
 
-    trace_file: str | None = None
-    trace_open: bool = False
-    switches: dict[str, bool] = attrs.field(
-        factory=lambda: {name: name in ("obj", "io") for name in TRACE_SWITCHES}
-    )
+    trace_file: str | None
+    switches: dict[str, bool]
+
+    @classmethod
+    def from_config(cls, config: Config) -> "ControlState":
+        return cls(
+            config.trace_file,
+            {name: name in config.trace_switches for name in TRACE_SWITCHES},
+        )
 
 
 def _text(text: str) -> bytes:
@@ -58,13 +59,14 @@ def _log(engine: "Engine", args: tuple[str, ...]) -> bytes:
         raise XenstoreError("EINVAL")
     arg = args[0]
     if arg == "on":
-        state.trace_open = state.trace_file is not None
-        engine.emit(TraceFile(state.trace_file))
+        # C reopens the trace file it was given; with none, nothing happens.
+        if state.trace_file is not None:
+            engine.emit(TraceFile(state.trace_file))
     elif arg == "off":
-        state.trace_open = False
         engine.emit(TraceFile(None))
     elif arg[:1] in ("+", "-") and arg[1:] in state.switches:
         state.switches[arg[1:]] = arg[0] == "+"
+        engine.emit(TraceSwitches(frozenset(name for name, on in state.switches.items() if on)))
     else:
         raise XenstoreError("EINVAL")
     return OK_PAYLOAD
@@ -75,7 +77,6 @@ def _logfile(engine: "Engine", args: tuple[str, ...]) -> bytes:
         raise XenstoreError("EINVAL")
     state = engine.control_state
     state.trace_file = args[0]
-    state.trace_open = True
     engine.emit(TraceFile(args[0]))
     return OK_PAYLOAD
 

@@ -103,7 +103,7 @@ class Engine:
             Op.GET_QUOTA: self._get_quota,
             Op.SET_QUOTA: self._set_quota,
         }
-        self.control_state = ControlState()
+        self.control_state = ControlState.from_config(config)
         self._build_initial_tree()
 
     # ------------------------------------------------------------------ setup

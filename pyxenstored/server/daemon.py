@@ -36,7 +36,8 @@ from typing import Protocol, cast
 import trio
 
 from pyxenstored.config import Config
-from pyxenstored.effects import Effect, LogMessage, MemoryReport, TraceFile
+from pyxenstored.effects import Effect, LogMessage, MemoryReport, TraceFile, TraceSwitches
+from pyxenstored.engine import Engine
 from pyxenstored.protocol.decoder import Decoder
 from pyxenstored.protocol.errors import ProtocolError
 from pyxenstored.protocol.wire import Packet
@@ -252,34 +253,6 @@ class Server:
         self.connections: dict[int, Connection] = {}
         self.socket_path: str | None = None
         self._cancel_scope: trio.CancelScope | None = None
-        self._push_trace_settings()
-
-    # -- trace settings shared with the engine's CONTROL ``log`` command --
-
-    def _push_trace_settings(self) -> None:
-        """Tell the engine about ``-T`` and ``--trace-control``.
-
-        CONTROL ``log on`` and ``memreport`` need the trace file's name and
-        ``log`` lists the switches; the engine keeps them in its (optional)
-        ``control_state``.
-        """
-        state = getattr(self.engine, "control_state", None)
-        if state is None:
-            return
-        tracer = self.tracer
-        if tracer.path is not None and getattr(state, "trace_file", None) is None:
-            state.trace_file = tracer.path
-            state.trace_open = tracer.is_open
-        switches = getattr(state, "switches", None)
-        if isinstance(switches, dict):
-            for name in switches:
-                switches[name] = name in tracer.switches
-
-    def _pull_trace_switches(self) -> None:
-        """Adopt switches CONTROL ``log +sw``/``-sw`` changed (no effect reports them)."""
-        switches = getattr(getattr(self.engine, "control_state", None), "switches", None)
-        if isinstance(switches, dict):
-            self.tracer.set_switches(name for name, on in switches.items() if on)
 
     # -- the synchronous core of the shell ------------------------------
 
@@ -291,16 +264,11 @@ class Server:
         if tracer.io:
             tracer.requests(conn_id, packets)
         handle = engine.handle
-        control = False
         try:
             for packet in packets:
                 handle(conn_id, packet)
-                if not packet.type:  # Op.CONTROL
-                    control = True
         finally:
             conn.requests_handled += len(packets)
-            if control:
-                self._pull_trace_switches()
             self.flush()
 
     def flush(self) -> None:
@@ -333,10 +301,10 @@ class Server:
             if effect.path is None:
                 tracer.close()
                 log.info("tracing stopped")
-            elif effect.path:
+            else:
                 tracer.open(self.resolve_path(effect.path))
-            else:  # empty: reopen the current file ("log on")
-                tracer.reopen()
+        elif isinstance(effect, TraceSwitches):
+            tracer.set_switches(effect.enabled)
         elif isinstance(effect, MemoryReport):
             if effect.path is None:
                 if tracer.is_open:
@@ -427,12 +395,6 @@ class Server:
         return len(self.connections)
 
 
-def _default_engine(config: Config) -> EngineAPI:
-    from pyxenstored.engine import Engine
-
-    return Engine(config)
-
-
 async def serve(
     config: Config,
     socket_path: str,
@@ -453,7 +415,9 @@ async def serve(
     removed if it is still ours.
     """
     if engine is None:
-        engine = _default_engine(config)
+        engine = Engine(config)
+    if tracer is None:
+        tracer = Tracer(config.trace_file, config.trace_switches)
     server = Server(
         engine,
         tracer=tracer,

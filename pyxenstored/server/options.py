@@ -7,7 +7,6 @@ from typing import Final
 import attrs
 
 from pyxenstored.config import Config
-from pyxenstored.server.trace import DEFAULT_TRACE_SWITCHES
 
 #: Where the daemon keeps its journal and snapshots (``--state-dir``).
 DEFAULT_STATE_DIR: Final = "/var/lib/pyxenstored"
@@ -32,10 +31,6 @@ class DaemonOptions:
     pid_file: str | None = None
     #: ``-N``: stay in the foreground.
     no_fork: bool = False
-    #: ``-T``: trace every request and reply to this file.
-    trace_file: str | None = None
-    #: ``--trace-control``: C's trace switches that are on.
-    trace_switches: frozenset[str] = DEFAULT_TRACE_SWITCHES
     #: ``--event``: the event channel port of the local domain (dom0_event); unused yet.
     event_port: int | None = None
     #: ``-U``: started by a live update (accepted; restoring state is not implemented yet).

@@ -44,7 +44,7 @@ async def run_async(
     Must run in the main thread (it installs signal handlers).
     ``on_ready`` is called once the socket is listening.
     """
-    tracer = Tracer(options.trace_file, options.trace_switches)
+    tracer = Tracer(options.config.trace_file, options.config.trace_switches)
     try:
         with trio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:

@@ -21,17 +21,13 @@ import os
 from collections.abc import Iterable
 from typing import Final, TextIO
 
+from pyxenstored.config import DEFAULT_TRACE_SWITCHES, TRACE_SWITCHES
 from pyxenstored.protocol.decoder import Decoder
 from pyxenstored.protocol.errors import ProtocolError
 from pyxenstored.protocol.ops import TYPE_COUNT, Op
 from pyxenstored.protocol.wire import Packet
 
 log = logging.getLogger(__name__)
-
-#: C's trace switches, in the order of their TRACE_* bits.
-TRACE_SWITCHES: Final = ("obj", "io", "wrl", "acc", "tdb")
-#: C enables obj and io by default; they only matter once a trace file is open.
-DEFAULT_TRACE_SWITCHES: Final = frozenset({"obj", "io"})
 
 _OP_NAMES: Final = tuple(Op(i).name for i in range(TYPE_COUNT))
 

@@ -6,9 +6,13 @@ from typing import Any
 import pytest
 
 from pyxenstored.cli import UsageError, main, parse_args, parse_uint, resolve_socket_path
-from pyxenstored.config import DEFAULT_HARD_QUOTAS, DEFAULT_SOFT_QUOTAS, Config
+from pyxenstored.config import (
+    DEFAULT_HARD_QUOTAS,
+    DEFAULT_SOFT_QUOTAS,
+    DEFAULT_TRACE_SWITCHES,
+    Config,
+)
 from pyxenstored.server import DaemonOptions
-from pyxenstored.server.trace import DEFAULT_TRACE_SWITCHES
 
 ENV: dict[str, str] = {}
 
@@ -32,9 +36,9 @@ def test_defaults() -> None:
     assert (config.priv_domid, config.store_domid) == (0, 0)
     assert options.socket_path == "/var/run/xenstored/socket"
     assert options.state_dir == "/var/lib/pyxenstored"
-    assert options.pid_file is None and options.trace_file is None
+    assert options.pid_file is None and options.config.trace_file is None
     assert not options.no_fork and not options.live_update and not options.verbose
-    assert options.trace_switches == DEFAULT_TRACE_SWITCHES
+    assert options.config.trace_switches == DEFAULT_TRACE_SWITCHES
     assert options.event_port is None
 
 
@@ -110,23 +114,26 @@ def test_config_flags(argv: list[str], field: str, value: Any) -> None:
         (["--event", "9"], "event_port", 9),
         (["-F", "/run/x.pid"], "pid_file", "/run/x.pid"),
         (["--pid-file", "/run/x.pid"], "pid_file", "/run/x.pid"),
-        (["-T", "/tmp/t"], "trace_file", "/tmp/t"),
-        (["--trace-file=/tmp/t"], "trace_file", "/tmp/t"),
+        (["-T", "/tmp/t"], "config.trace_file", "/tmp/t"),
+        (["--trace-file=/tmp/t"], "config.trace_file", "/tmp/t"),
         (["--socket", "/tmp/s"], "socket_path", "/tmp/s"),
         (["--state-dir", "/tmp/st"], "state_dir", "/tmp/st"),
         (["-N"], "run_dir", "/var/run/xenstored"),
-        (["--trace-control=-io"], "trace_switches", frozenset({"obj"})),
-        (["--trace-control", "-io"], "trace_switches", frozenset({"obj"})),
-        (["--trace-control=+wrl"], "trace_switches", frozenset({"obj", "io", "wrl"})),
+        (["--trace-control=-io"], "config.trace_switches", frozenset({"obj"})),
+        (["--trace-control", "-io"], "config.trace_switches", frozenset({"obj"})),
+        (["--trace-control=+wrl"], "config.trace_switches", frozenset({"obj", "io", "wrl"})),
         (
             ["--trace-control=-obj", "--trace-control=+tdb", "--trace-control=+acc"],
-            "trace_switches",
+            "config.trace_switches",
             frozenset({"io", "tdb", "acc"}),
         ),
     ],
 )
 def test_daemon_flags(argv: list[str], field: str, value: Any) -> None:
-    assert getattr(parse(*argv), field) == value
+    target: Any = parse(*argv)
+    for name in field.split("."):
+        target = getattr(target, name)
+    assert target == value
 
 
 def test_soft_quota() -> None:
@@ -144,7 +151,7 @@ def test_options_apply_in_command_line_order() -> None:
 def test_relative_paths_become_absolute() -> None:
     options = parse("-T", "t.log", "-F", "x.pid", "--socket", "s", "--state-dir", "st")
     cwd = os.getcwd()
-    assert options.trace_file == os.path.join(cwd, "t.log")
+    assert options.config.trace_file == os.path.join(cwd, "t.log")
     assert options.pid_file == os.path.join(cwd, "x.pid")
     assert options.socket_path == os.path.join(cwd, "s")
     assert options.state_dir == os.path.join(cwd, "st")

@@ -9,7 +9,6 @@ import trio
 from server_harness import RawClient, running_server
 
 from pyxenstored.config import Config
-from pyxenstored.engine import Engine
 from pyxenstored.protocol.decoder import Decoder
 from pyxenstored.protocol.ops import Op
 from pyxenstored.protocol.wire import Packet, encode
@@ -117,9 +116,8 @@ async def test_control_log_switch_reaches_tracer(sdir: str) -> None:
 async def test_trace_file_from_command_line_known_to_engine(sdir: str) -> None:
     """``-T`` lets CONTROL ``memreport`` (no file) and ``log on`` work, as in C."""
     trace = os.path.join(sdir, "trace")
-    config = Config()
-    engine = Engine(config)
-    async with running_server(sdir, config, engine=engine, tracer=Tracer(trace)) as server:
+    config = Config(trace_file=trace)
+    async with running_server(sdir, config) as server:
         client = await RawClient.connect(os.path.join(sdir, "sock"))
         assert (await client.control("memreport")).payload == b"OK\0"
         assert (await client.control("log", "off")).payload == b"OK\0"
