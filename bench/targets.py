@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from pyxenstored.server.listener import socket_accepts
 
 #: Seconds a daemon has to start accepting connections.
 START_TIMEOUT = 20.0
@@ -108,16 +109,6 @@ TARGETS: dict[str, Target] = {
 }
 
 
-def _accepts(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -159,7 +150,7 @@ def launch(target: Target) -> Iterator[Running]:
             )
         try:
             deadline = time.monotonic() + START_TIMEOUT
-            while not (os.path.exists(spec.socket_path) and _accepts(spec.socket_path)):
+            while not (os.path.exists(spec.socket_path) and socket_accepts(spec.socket_path)):
                 if process.poll() is not None or time.monotonic() > deadline:
                     with open(log_path, encoding="utf-8", errors="replace") as file:
                         text = file.read().strip()

@@ -37,27 +37,28 @@ def names(config: Config) -> str:
     return " ".join(result)
 
 
-def get_quota(config: Config, domains: DomainTable, request: GetQuota) -> bytes:
-    if request.name is None:
-        return names(config).encode() + b"\0"
+def _lookup(
+    config: Config, domains: DomainTable, domid: int | None, name: str
+) -> tuple[dict[str, int], str]:
+    """The global table (no domid) or the domain's, allocated on demand as in C."""
     hard, soft = config.hard_quotas, config.soft_quotas
-    if request.domid is not None:
-        domain = domains.find_or_create(request.domid)
+    if domid is not None:
+        domain = domains.find_or_create(domid)
         if domain is None:
             raise XenstoreError("ENOENT")
         hard, soft = domain.hard_quotas, domain.soft_quotas
-    table, name = _table(request.name, hard, soft)
+    return _table(name, hard, soft)
+
+
+def get_quota(config: Config, domains: DomainTable, request: GetQuota) -> bytes:
+    if request.name is None:
+        return names(config).encode() + b"\0"
+    table, name = _lookup(config, domains, request.domid, request.name)
     return f"{table[name]}\0".encode()
 
 
 def set_quota(config: Config, domains: DomainTable, request: SetQuota) -> None:
-    hard, soft = config.hard_quotas, config.soft_quotas
-    if request.domid is not None:
-        domain = domains.find_or_create(request.domid)
-        if domain is None:
-            raise XenstoreError("ENOENT")
-        hard, soft = domain.hard_quotas, domain.soft_quotas
-    table, name = _table(request.name, hard, soft)
+    table, name = _lookup(config, domains, request.domid, request.name)
     if request.value == 2**32 - 1:
         raise XenstoreError("EINVAL")
     table[name] = request.value

@@ -34,6 +34,19 @@ class BoundSocket:
     inode: int
 
 
+def socket_accepts(path: str) -> bool:
+    """Whether something listens on the Unix socket ``path`` (blocking, 1 s at most)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 def _remove_stale(path: str) -> None:
     try:
         st = os.lstat(path)
@@ -41,16 +54,8 @@ def _remove_stale(path: str) -> None:
         return
     if not stat.S_ISSOCK(st.st_mode):
         raise FileExistsError(errno.EEXIST, "exists and is not a socket", path)
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-    except OSError:
-        pass  # nobody listening: stale
-    else:
+    if socket_accepts(path):
         raise SocketInUseError(errno.EADDRINUSE, "a daemon is already listening on", path)
-    finally:
-        probe.close()
     try:
         os.unlink(path)
     except FileNotFoundError:
