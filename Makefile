@@ -23,7 +23,6 @@ debs:
 	fi
 
 run: $(STAMP)
-	mkdir -p $(RUN_DIR)/state
 	$(VPY) -m pyxenstored --no-fork --socket $(RUN_DIR)/socket --state-dir $(RUN_DIR)/state --verbose
 
 test: $(STAMP) debs lint
