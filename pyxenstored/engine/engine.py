@@ -551,7 +551,8 @@ class Engine:
             orphan = self.tree.get(path)
             if orphan is None:
                 continue
-            if self.config.keep_orphans or path[0] == "@":
+            # The root and the special nodes must outlive any domain: they go to priv.
+            if self.config.keep_orphans or path[0] == "@" or path == "/":
                 self.tree.set_perms(path, (Perm(orphan.perms[0].flags, priv), *orphan.perms[1:]))
             else:
                 nodes.remove_subtree(self.tree, path, self.fire)

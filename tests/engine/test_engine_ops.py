@@ -373,6 +373,16 @@ def test_release_then_reintroduce_starts_fresh(world: World) -> None:
     assert h.err(g6, Op.READ, "/priv") == "EACCES"
 
 
+def test_release_of_the_roots_owner_keeps_the_root(world: World) -> None:
+    """Spec 3.6: dom0 may give ``/`` to a guest; its death hands ``/`` back, never deletes it."""
+    h = world.h
+    h.ok(h.dom0, Op.SET_PERMS, "/", "r6")
+    h.ok(h.dom0, Op.RELEASE, "6")
+    assert h.engine.tree.get("/") is not None
+    assert h.perms(h.dom0, "/") == ["r0"]
+    assert h.consistent() == []
+
+
 def test_set_target_gives_owner_access(world: World) -> None:
     """Spec 1.5 SET_TARGET / 3.2: the device model acts as its target."""
     h = world.h
