@@ -37,4 +37,35 @@ class MemoryReport:
     text: str
 
 
-Effect = LogMessage | TraceFile | TraceSwitches | MemoryReport
+@attrs.frozen
+class AttachRing:
+    """INTRODUCE of a new domain: map its ring (grant 1) and bind ``port`` for ``conn_id``.
+
+    A non-zero ``evtchn_port`` in the ring page overrides ``port`` (spec 1.5).
+    """
+
+    domid: int
+    conn_id: int
+    port: int
+
+
+@attrs.frozen
+class ResetRing:
+    """INTRODUCE of a known domain: rebind to ``port`` and zero the ring indices."""
+
+    domid: int
+    conn_id: int
+    port: int
+
+
+@attrs.frozen
+class DetachRing:
+    """The domain was released or died: unbind its port and unmap its ring."""
+
+    domid: int
+    conn_id: int
+
+
+Effect = (
+    LogMessage | TraceFile | TraceSwitches | MemoryReport | AttachRing | ResetRing | DetachRing
+)

@@ -20,6 +20,9 @@ class Connection:
     last_tx_id: int = 0
     #: SET_TARGET: the domain this connection may also act as.
     target: int | None = None
+    #: A ring that misbehaved: nothing more is read or sent, but the domain
+    #: record stays until the domain dies, so @releaseDomain fires then (XSA-325).
+    ignored: bool = False
 
     def next_tx_id(self) -> int:
         """C's per-connection counter: skip 0 and ids still in use."""

@@ -44,6 +44,16 @@ class Domain:
     target: int | None = None
     #: The domain table's generation when the record was made (XSA-322).
     generation: int = 0
+    #: Its shutdown has been announced on ``@releaseDomain``; RESUME re-arms it.
+    shutdown_reported: bool = False
+
+
+@attrs.frozen
+class DomainStatus:
+    """What the hypervisor says of an existing domain (after VIRQ_DOM_EXC)."""
+
+    shutdown: bool = False
+    dying: bool = False
 
 
 @attrs.define(eq=False)

@@ -16,11 +16,17 @@ from pyxenstored.config import (
     SUPPORTED_FEATURES,
     Config,
 )
-from pyxenstored.effects import Effect
+from pyxenstored.effects import AttachRing, DetachRing, Effect, ResetRing
 from pyxenstored.engine import nodes, quotas
 from pyxenstored.engine.connection import Connection
 from pyxenstored.engine.control import ControlState, run_control
-from pyxenstored.engine.domains import Domain, DomainInfo, DomainTable, NoHypervisor
+from pyxenstored.engine.domains import (
+    Domain,
+    DomainInfo,
+    DomainStatus,
+    DomainTable,
+    NoHypervisor,
+)
 from pyxenstored.engine.nodes import Caller
 from pyxenstored.protocol import requests
 from pyxenstored.protocol.errors import XenstoreError
@@ -277,11 +283,14 @@ class Engine:
             if allowed and conn.outbox.event(watch.event_path(path), watch.token):
                 self._dirty.add(watch.conn_id)
 
-    def fire_special(self, name: str, domid: int) -> None:
+    def fire_special(
+        self, name: str, domid: int, plain: bool = True, per_domain: bool = True
+    ) -> None:
         """``@introduceDomain``/``@releaseDomain`` in plain and per-domain forms (spec 5.6)."""
         special = self.tree.get(name)
         matches = sorted(
-            self.watches.special(name, domid), key=lambda pair: delivery_order(pair[0])
+            self.watches.special(name, domid, plain, per_domain),
+            key=lambda pair: delivery_order(pair[0]),
         )
         for watch, path in matches:
             conn = self.connections[watch.conn_id]
@@ -496,17 +505,19 @@ class Engine:
         domain = self.domains.find_or_create(req.domid, self.tree.generation)
         if domain is None:
             raise XenstoreError("EINVAL")
+        domain.port = req.port
         if not domain.introduced:
             domain.introduced = True
             domain.conn_id = self._connect(req.domid, is_socket=False, privileged=False)
+            self.emit(AttachRing(req.domid, domain.conn_id, req.port))
             if req.domid != self.config.priv_domid:
                 self.fire_special("@introduceDomain", req.domid)
-        domain.port = req.port
-        if domain.conn_id is not None:
+        elif domain.conn_id is not None:
             ring = self.connections[domain.conn_id]
             self._drop_watches(ring)
             self._drop_transactions(ring)
             ring.outbox.clear()
+            self.emit(ResetRing(req.domid, domain.conn_id, req.port))
         return OK_PAYLOAD
 
     def _connected_domain(self, domid: int) -> Domain:
@@ -527,12 +538,55 @@ class Engine:
         self, conn: Connection, tx: TransactionView | None, req: requests.Request
     ) -> bytes:
         domain = self._released_domain(req)
-        assert domain.conn_id is not None
-        ring = self.connections[domain.conn_id]
-        self._drop_watches(ring)
-        self.disconnect(domain.conn_id)
-        self.destroy_domain(domain.domid)
+        self._domain_gone(domain)
         return OK_PAYLOAD
+
+    def _domain_gone(self, domain: Domain) -> None:
+        """Close the domain's ring connection (its watches first, so they see
+        nothing of the cleanup), then clean up after it."""
+        if domain.conn_id is not None:
+            self._drop_watches(self.connections[domain.conn_id])
+            self.emit(DetachRing(domain.domid, domain.conn_id))
+            self.disconnect(domain.conn_id)
+            domain.conn_id = None
+        self.destroy_domain(domain.domid)
+
+    def check_domains(self, statuses: dict[int, DomainStatus]) -> None:
+        """Take the hypervisor's view after VIRQ_DOM_EXC (C ``check_domains``).
+
+        A newly shut down domain fires the per-domain ``@releaseDomain`` form
+        once (RESUME re-arms it) and one plain event follows the scan; a dying
+        or vanished domain is destroyed, which fires both forms (spec 5.6).
+        """
+        announce = False
+        for domain in list(self.domains.domains.values()):
+            if not domain.introduced or domain.domid == self.config.priv_domid:
+                continue
+            status = statuses.get(domain.domid)
+            if status is None or status.dying:
+                self._domain_gone(domain)
+                continue
+            if status.shutdown and not domain.shutdown_reported:
+                domain.shutdown_reported = True
+                self.fire_special("@releaseDomain", domain.domid, plain=False)
+                announce = True
+        if announce:
+            self.fire_special("@releaseDomain", 0, per_domain=False)
+
+    def ignore_connection(self, conn_id: int) -> None:
+        """A ring broke the protocol: forget its state but keep the domain (XSA-325)."""
+        conn = self.connections.get(conn_id)
+        if conn is None:
+            return
+        conn.ignored = True
+        self._drop_watches(conn)
+        self._drop_transactions(conn)
+        conn.outbox.clear()
+
+    def outstanding_limit(self, conn_id: int) -> int:
+        """Replies a connection may have queued before the shell stops reading it (0 = none)."""
+        conn = self.connections.get(conn_id)
+        return self.limit(conn, "outstanding") if conn is not None else 0
 
     def destroy_domain(self, domid: int) -> None:
         """A domain is gone: its nodes, ACL entries and record go too (spec 3.6)."""
@@ -570,7 +624,7 @@ class Engine:
         return result
 
     def _resume(self, conn: Connection, tx: TransactionView | None, req: requests.Request) -> bytes:
-        self._released_domain(req)
+        self._released_domain(req).shutdown_reported = False
         return OK_PAYLOAD
 
     def _get_domain_path(

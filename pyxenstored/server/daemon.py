@@ -36,7 +36,16 @@ from typing import Protocol, cast
 import trio
 
 from pyxenstored.config import Config
-from pyxenstored.effects import Effect, LogMessage, MemoryReport, TraceFile, TraceSwitches
+from pyxenstored.effects import (
+    AttachRing,
+    DetachRing,
+    Effect,
+    LogMessage,
+    MemoryReport,
+    ResetRing,
+    TraceFile,
+    TraceSwitches,
+)
 from pyxenstored.engine import Engine
 from pyxenstored.protocol.decoder import Decoder
 from pyxenstored.protocol.errors import ProtocolError
@@ -74,6 +83,8 @@ class EngineAPI(Protocol):
     def queued_replies(self, conn_id: int) -> int: ...
 
     def disconnect(self, conn_id: int) -> None: ...
+
+    def ignore_connection(self, conn_id: int) -> None: ...
 
     def take_effects(self) -> Iterable[Effect]: ...
 
@@ -313,6 +324,17 @@ class Server:
                     log.warning("memory report requested but no trace file is open")
             else:
                 self._write_report(self.resolve_path(effect.path), effect.text)
+        elif isinstance(effect, AttachRing):
+            # Without a Xen backend no ring can be mapped: C's INTRODUCE would
+            # fail to map it; here the domain is kept with its ring ignored
+            # (error COMM, spec 7.5), so RELEASE and @releaseDomain still work.
+            log.warning(
+                "domain %d introduced, but there is no Xen backend to attach its ring",
+                effect.domid,
+            )
+            self.engine.ignore_connection(effect.conn_id)
+        elif isinstance(effect, (ResetRing, DetachRing)):
+            pass  # nothing was attached
         else:  # pragma: no cover - a new effect type the shell does not know yet
             log.warning("ignoring unknown engine effect %r", effect)
 

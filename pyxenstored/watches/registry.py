@@ -70,17 +70,23 @@ class WatchRegistry:
     def exact(self, path: str) -> Iterator[Watch]:
         yield from self.by_path.get(path, ())
 
-    def special(self, name: str, domid: int) -> Iterator[tuple[Watch, str]]:
+    def special(
+        self, name: str, domid: int, plain: bool = True, per_domain: bool = True
+    ) -> Iterator[tuple[Watch, str]]:
         """Watches for ``@introduceDomain``/``@releaseDomain`` and the path each receives.
 
         A plain watch (no depth) on ``@X`` gets ``@X``; one with depth >= 1 on
         ``@X``, or any watch on ``@X/<domid>``, gets ``@X/<domid>`` (spec 5.6).
+        C fires the two forms separately when a shutdown is seen, so each can
+        be left out.
         """
-        per_domain = f"{name}/{domid}"
+        domain_path = f"{name}/{domid}"
         for watch in self.by_path.get(name, ()):
             if watch.depth < 0:
-                yield watch, name
-            elif watch.depth > 0:
-                yield watch, per_domain
-        for watch in self.by_path.get(per_domain, ()):
-            yield watch, per_domain
+                if plain:
+                    yield watch, name
+            elif watch.depth > 0 and per_domain:
+                yield watch, domain_path
+        if per_domain:
+            for watch in self.by_path.get(domain_path, ()):
+                yield watch, domain_path
