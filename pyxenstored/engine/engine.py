@@ -513,10 +513,7 @@ class Engine:
             if req.domid != self.config.priv_domid:
                 self.fire_special("@introduceDomain", req.domid)
         elif domain.conn_id is not None:
-            ring = self.connections[domain.conn_id]
-            self._drop_watches(ring)
-            self._drop_transactions(ring)
-            ring.outbox.clear()
+            self.reset_connection(domain.conn_id)
             self.emit(ResetRing(req.domid, domain.conn_id, req.port))
         return OK_PAYLOAD
 
@@ -573,15 +570,22 @@ class Engine:
         if announce:
             self.fire_special("@releaseDomain", 0, per_domain=False)
 
-    def ignore_connection(self, conn_id: int) -> None:
-        """A ring broke the protocol: forget its state but keep the domain (XSA-325)."""
+    def reset_connection(self, conn_id: int) -> None:
+        """Start a ring connection afresh: no watches, transactions or queued
+        output (re-INTRODUCE, or the guest's reconnect request, spec 7.4)."""
         conn = self.connections.get(conn_id)
         if conn is None:
             return
-        conn.ignored = True
         self._drop_watches(conn)
         self._drop_transactions(conn)
         conn.outbox.clear()
+
+    def ignore_connection(self, conn_id: int) -> None:
+        """A ring broke the protocol: forget its state but keep the domain (XSA-325)."""
+        self.reset_connection(conn_id)
+        conn = self.connections.get(conn_id)
+        if conn is not None:
+            conn.ignored = True
 
     def outstanding_limit(self, conn_id: int) -> int:
         """Replies a connection may have queued before the shell stops reading it (0 = none)."""
