@@ -5,7 +5,6 @@ the whole daemon process behind the ``pyxenstored`` command.
 """
 
 from pyxenstored.server.daemon import Connection as Connection
-from pyxenstored.server.daemon import EngineAPI as EngineAPI
 from pyxenstored.server.daemon import Server as Server
 from pyxenstored.server.daemon import serve as serve
 from pyxenstored.server.listener import open_unix_listener as open_unix_listener

@@ -30,8 +30,8 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Iterable, Sequence
-from typing import Protocol, cast
+from collections.abc import Sequence
+from typing import cast
 
 import trio
 
@@ -51,6 +51,7 @@ from pyxenstored.protocol.decoder import Decoder
 from pyxenstored.protocol.errors import ProtocolError
 from pyxenstored.protocol.wire import Packet
 from pyxenstored.server.listener import open_unix_listener, remove_socket
+from pyxenstored.server.rings import Rings
 from pyxenstored.server.trace import Tracer
 
 log = logging.getLogger("pyxenstored.server")
@@ -67,26 +68,6 @@ ACCEPT_RETRY_DELAY = 0.1
 CLOSE_FLUSH_TIMEOUT = 1.0
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _UCRED = struct.Struct("3i")
-
-
-class EngineAPI(Protocol):
-    """What the shell needs from ``pyxenstored.engine.Engine``."""
-
-    def connect_socket(self) -> int: ...
-
-    def handle(self, conn_id: int, packet: Packet) -> None: ...
-
-    def take_dirty(self) -> Iterable[int]: ...
-
-    def take_output(self, conn_id: int) -> bytes: ...
-
-    def queued_replies(self, conn_id: int) -> int: ...
-
-    def disconnect(self, conn_id: int) -> None: ...
-
-    def ignore_connection(self, conn_id: int) -> None: ...
-
-    def take_effects(self) -> Iterable[Effect]: ...
 
 
 def reply_bound_for(config: Config) -> int:
@@ -246,7 +227,7 @@ class Server:
 
     def __init__(
         self,
-        engine: EngineAPI,
+        engine: Engine,
         *,
         tracer: Tracer | None = None,
         reply_bound: int = DEFAULT_REPLY_BOUND,
@@ -262,37 +243,50 @@ class Server:
         #: Where relative file names from CONTROL commands are placed.
         self.state_dir = state_dir
         self.connections: dict[int, Connection] = {}
+        #: Guests' rings, when a Xen backend is available.
+        self.rings: Rings | None = None
         self.socket_path: str | None = None
         self._cancel_scope: trio.CancelScope | None = None
 
     # -- the synchronous core of the shell ------------------------------
 
     def handle_batch(self, conn: Connection, packets: Sequence[Packet]) -> None:
-        """Hand ``packets`` to the engine, then wake writers and run effects."""
-        engine = self.engine
-        conn_id = conn.conn_id
+        """A socket connection's batch: count it, then ``handle_packets``."""
+        try:
+            self.handle_packets(conn.conn_id, packets)
+        finally:
+            conn.requests_handled += len(packets)
+
+    def handle_packets(self, conn_id: int, packets: Sequence[Packet]) -> None:
+        """Hand ``packets`` to the engine, then deliver output and run effects."""
         tracer = self.tracer
         if tracer.io:
             tracer.requests(conn_id, packets)
-        handle = engine.handle
+        handle = self.engine.handle
         try:
             for packet in packets:
                 handle(conn_id, packet)
         finally:
-            conn.requests_handled += len(packets)
             self.flush()
 
     def flush(self) -> None:
-        """Wake the writer of every connection with new output; apply effects."""
-        connections = self.connections
-        for conn_id in self.engine.take_dirty():
-            conn = connections.get(conn_id)
-            if conn is not None:
-                conn.wake_writer()
+        """Deliver every connection's new output and apply the engine's effects.
+
+        Effects go first: INTRODUCE's AttachRing must map a ring before output
+        for it can be copied there.
+        """
         effects = self.engine.take_effects()
         if effects:
             for effect in effects:
                 self.apply_effect(effect)
+        connections = self.connections
+        rings = self.rings
+        for conn_id in self.engine.take_dirty():
+            conn = connections.get(conn_id)
+            if conn is not None:
+                conn.wake_writer()
+            elif rings is not None:
+                rings.write_output(conn_id)
         if self.tracer.is_open:
             self.tracer.flush()
 
@@ -324,6 +318,8 @@ class Server:
                     log.warning("memory report requested but no trace file is open")
             else:
                 self._write_report(self.resolve_path(effect.path), effect.text)
+        elif isinstance(effect, (AttachRing, ResetRing, DetachRing)) and self.rings is not None:
+            self.rings.apply(effect)
         elif isinstance(effect, AttachRing):
             # Without a Xen backend no ring can be mapped: C's INTRODUCE would
             # fail to map it; here the domain is kept with its ring ignored
@@ -422,7 +418,7 @@ async def serve(
     socket_path: str,
     *,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
-    engine: EngineAPI | None = None,
+    engine: Engine | None = None,
     tracer: Tracer | None = None,
     state_dir: str | None = None,
     reply_bound: int | None = None,

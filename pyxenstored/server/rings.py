@@ -1,0 +1,267 @@
+"""Guests' shared rings: the event channel loop and each domain's ring (spec 7).
+
+One ``Rings`` owns the daemon's event-channel handle, the grant mappings
+and the table from local port to ring connection. All ring work is
+synchronous memory copying, so it runs inside the single event loop task
+with no locking: a kick on a guest's port services that ring (reconnect,
+requests in, replies out); a kick on the VIRQ_DOM_EXC port makes the
+engine compare its domains with the hypervisor's; output the engine queues
+for a ring connection is copied into the ring as soon as ``Server.flush``
+sees it.
+
+Flow control follows C: a ring whose replies do not fit (the guest is not
+consuming them) or whose queued replies reach the domain's ``outstanding``
+quota is not read until the guest catches up and kicks us.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+import trio
+
+from pyxenstored.config import SUPPORTED_FEATURES
+from pyxenstored.effects import AttachRing, DetachRing, ResetRing
+from pyxenstored.engine.domains import DomainStatus
+from pyxenstored.protocol.decoder import Decoder
+from pyxenstored.protocol.errors import ProtocolError
+from pyxenstored.ring.indices import BadRingError
+from pyxenstored.ring.layout import Feature, RingError, RingPage
+from pyxenstored.ring.ring import DEFAULT_FEATURES, ServerRing
+
+if TYPE_CHECKING:
+    from pyxenstored.server.daemon import Server
+
+log = logging.getLogger("pyxenstored.rings")
+
+#: ``VIRQ_DOM_EXC``: Xen's "some domain changed state" interrupt.
+VIRQ_DOM_EXC = 3
+#: Replies a guest may leave queued when its quota says "unlimited".
+DEFAULT_OUTSTANDING = 20
+
+
+class EventChannels(Protocol):
+    """What the loop needs of ``pyxenstored.ring.xen.XenEventChannels``."""
+
+    def fileno(self) -> int: ...
+
+    def bind_interdomain(self, domid: int, remote_port: int) -> int: ...
+
+    def bind_virq(self, virq: int) -> int: ...
+
+    def unbind(self, port: int) -> None: ...
+
+    def notify(self, port: int) -> None: ...
+
+    def pending(self) -> int: ...
+
+    def unmask(self, port: int) -> None: ...
+
+
+class RingMapping(Protocol):
+    """A mapped ring page: a writable 4096-byte buffer that can be unmapped."""
+
+    def unmap(self) -> None: ...
+
+
+class Grants(Protocol):
+    def map_ring(self, domid: int) -> RingMapping: ...
+
+
+class DomainStates(Protocol):
+    def states(self) -> dict[int, DomainStatus]: ...
+
+
+def ring_features() -> Feature:
+    """What guests are told: the engine's features plus the ring's own (reconnect)."""
+    return DEFAULT_FEATURES | Feature(SUPPORTED_FEATURES)
+
+
+@attrs.define(eq=False)
+class RingConnection:
+    conn_id: int
+    domid: int
+    mapping: RingMapping
+    ring: ServerRing
+    port: int
+    decoder: Decoder = attrs.field(factory=Decoder)
+    #: Engine output not yet copied into the ring (the guest is behind).
+    outgoing: bytearray = attrs.field(factory=bytearray)
+
+
+class Rings:
+    """Every introduced domain's ring, served from one event channel handle."""
+
+    def __init__(
+        self,
+        server: Server,
+        evtchn: EventChannels,
+        grants: Grants,
+        domains: DomainStates,
+    ) -> None:
+        self.server = server
+        self.evtchn = evtchn
+        self.grants = grants
+        self.domains = domains
+        self.by_conn: dict[int, RingConnection] = {}
+        self.by_port: dict[int, RingConnection] = {}
+        self.virq_port = evtchn.bind_virq(VIRQ_DOM_EXC)
+
+    # -- effects from the engine ----------------------------------------
+
+    def apply(self, effect: AttachRing | ResetRing | DetachRing) -> None:
+        if isinstance(effect, AttachRing):
+            self._attach(effect)
+        elif isinstance(effect, ResetRing):
+            self._reset(effect)
+        else:
+            self._detach(effect.conn_id)
+
+    def _attach(self, effect: AttachRing) -> None:
+        engine = self.server.engine
+        try:
+            mapping = self.grants.map_ring(effect.domid)
+        except OSError as exc:
+            log.warning("domain %d: cannot map its ring: %s", effect.domid, exc)
+            engine.ignore_connection(effect.conn_id)
+            return
+        ring = ServerRing(RingPage(mapping), ring_features())
+        # A port the builder left in the page wins over INTRODUCE's (spec 1.5).
+        remote = ring.evtchn_port or effect.port
+        try:
+            port = self.evtchn.bind_interdomain(effect.domid, remote)
+        except OSError as exc:
+            log.warning("domain %d: cannot bind port %d: %s", effect.domid, remote, exc)
+            mapping.unmap()
+            engine.ignore_connection(effect.conn_id)
+            return
+        conn = RingConnection(effect.conn_id, effect.domid, mapping, ring, port)
+        self.by_conn[conn.conn_id] = conn
+        self.by_port[port] = conn
+        ring.connect()
+        log.info("domain %d: ring attached (port %d)", effect.domid, port)
+        self._service(conn)
+
+    def _reset(self, effect: ResetRing) -> None:
+        conn = self.by_conn.get(effect.conn_id)
+        if conn is None:
+            return
+        self.by_port.pop(conn.port, None)
+        self.evtchn.unbind(conn.port)
+        try:
+            conn.port = self.evtchn.bind_interdomain(effect.domid, effect.port)
+        except OSError as exc:
+            log.warning("domain %d: cannot rebind port %d: %s", effect.domid, effect.port, exc)
+            self._detach(conn.conn_id)
+            self.server.engine.ignore_connection(effect.conn_id)
+            return
+        self.by_port[conn.port] = conn
+        conn.decoder = Decoder()
+        conn.outgoing.clear()
+        if conn.ring.ignored is None:
+            conn.ring.complete_reconnect()
+        self._notify(conn)
+
+    def _detach(self, conn_id: int) -> None:
+        conn = self.by_conn.pop(conn_id, None)
+        if conn is None:
+            return
+        self.by_port.pop(conn.port, None)
+        try:
+            self.evtchn.unbind(conn.port)
+        finally:
+            conn.mapping.unmap()
+        log.info("domain %d: ring detached", conn.domid)
+
+    # -- moving bytes ---------------------------------------------------
+
+    def write_output(self, conn_id: int) -> None:
+        """Copy what the engine queued for a ring connection into its ring."""
+        conn = self.by_conn.get(conn_id)
+        if conn is None:
+            return
+        conn.outgoing += self.server.engine.take_output(conn_id)
+        self._push(conn)
+        self._notify(conn)
+
+    def _push(self, conn: RingConnection) -> None:
+        if conn.outgoing and conn.ring.ignored is None:
+            try:
+                sent = conn.ring.write_responses(conn.outgoing)
+            except BadRingError as exc:
+                self._ignore(conn, exc.error)
+                return
+            del conn.outgoing[:sent]
+
+    def _notify(self, conn: RingConnection) -> None:
+        if conn.ring.take_notify():
+            self.evtchn.notify(conn.port)
+
+    def _ignore(self, conn: RingConnection, error: RingError) -> None:
+        """XSA-325: the guest broke its ring; keep the domain until it dies."""
+        log.warning("domain %d: ring ignored (error %s)", conn.domid, error.name)
+        conn.ring.ignore(error)
+        conn.outgoing.clear()
+        self.server.engine.ignore_connection(conn.conn_id)
+
+    def _room(self, conn: RingConnection) -> bool:
+        """Whether more requests may be read: C stops at the outstanding quota."""
+        engine = self.server.engine
+        limit = engine.outstanding_limit(conn.conn_id) or DEFAULT_OUTSTANDING
+        return not conn.outgoing and engine.queued_replies(conn.conn_id) < limit
+
+    def _service(self, conn: RingConnection) -> None:
+        """One kick: reconnect if asked, send what waits, read and answer requests."""
+        ring = conn.ring
+        server = self.server
+        if ring.ignored is not None:
+            return
+        if ring.reconnect_requested():
+            conn.decoder = Decoder()
+            conn.outgoing.clear()
+            server.engine.reset_connection(conn.conn_id)
+            ring.complete_reconnect()
+        self._push(conn)
+        try:
+            while ring.ignored is None and self._room(conn):
+                data = ring.read_requests()
+                if not data:
+                    break
+                packets = conn.decoder.feed(data)
+                if packets:
+                    server.handle_packets(conn.conn_id, packets)
+                conn.decoder.feed(b"")
+        except BadRingError as exc:
+            self._ignore(conn, exc.error)
+        except ProtocolError as exc:
+            log.warning("domain %d: %s", conn.domid, exc)
+            self._ignore(conn, RingError.PROTO)
+        self._notify(conn)
+
+    # -- the event loop -------------------------------------------------
+
+    def check_domains(self) -> None:
+        self.server.engine.check_domains(self.domains.states())
+        self.server.flush()
+
+    async def run(self) -> None:
+        """Serve kicks until cancelled; an idle daemon sleeps in the kernel."""
+        evtchn = self.evtchn
+        fd = evtchn.fileno()
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            port = evtchn.pending()
+            evtchn.unmask(port)
+            if port == self.virq_port:
+                self.check_domains()
+                continue
+            conn = self.by_port.get(port)
+            if conn is not None:
+                self._service(conn)
+
+    def close(self) -> None:
+        for conn_id in list(self.by_conn):
+            self._detach(conn_id)
+        self.evtchn.unbind(self.virq_port)
