@@ -51,7 +51,7 @@ from pyxenstored.protocol.decoder import Decoder
 from pyxenstored.protocol.errors import ProtocolError
 from pyxenstored.protocol.wire import Packet
 from pyxenstored.server.listener import open_unix_listener, remove_socket
-from pyxenstored.server.rings import Rings
+from pyxenstored.server.rings import Rings, XenBackend
 from pyxenstored.server.trace import Tracer
 
 log = logging.getLogger("pyxenstored.server")
@@ -423,8 +423,12 @@ async def serve(
     state_dir: str | None = None,
     reply_bound: int | None = None,
     socket_mode: int = 0o600,
+    xen: XenBackend | None = None,
 ) -> None:
     """Run the daemon on the Unix socket ``socket_path`` until cancelled.
+
+    With ``xen``, guests' rings are served too (``server.rings``); the caller
+    keeps ownership of the backend's handles.
 
     Calls ``task_status.started(server)`` once the socket is listening, so
     ``server = await nursery.start(serve, config, path)`` is race-free.
@@ -449,10 +453,16 @@ async def serve(
             server._cancel_scope = scope
             log.info("listening on %s", socket_path)
             async with trio.open_nursery() as nursery:
+                if xen is not None:
+                    server.rings = Rings(server, xen)
+                    nursery.start_soon(server.rings.run)
                 await nursery.start(server.serve_listener, listener)
                 task_status.started(server)
         log.info("stopped listening on %s", socket_path)
     finally:
+        if server.rings is not None:
+            server.rings.close()
+            server.rings = None
         server._cancel_scope = None
         listener.socket.close()
         remove_socket(bound)

@@ -17,7 +17,7 @@ quota is not read until the guest catches up and kicks us.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -30,6 +30,7 @@ from pyxenstored.protocol.errors import ProtocolError
 from pyxenstored.ring.indices import BadRingError
 from pyxenstored.ring.layout import Feature, RingError, RingPage
 from pyxenstored.ring.ring import DEFAULT_FEATURES, ServerRing
+from pyxenstored.ring.xen import GrantMapping, XenDomains, XenEventChannels, XenGrants
 
 if TYPE_CHECKING:
     from pyxenstored.server.daemon import Server
@@ -42,36 +43,35 @@ VIRQ_DOM_EXC = 3
 DEFAULT_OUTSTANDING = 20
 
 
-class EventChannels(Protocol):
-    """What the loop needs of ``pyxenstored.ring.xen.XenEventChannels``."""
+@attrs.define(eq=False)
+class XenBackend:
+    """The daemon's handles on the Xen libraries (or the stand-in for them)."""
 
-    def fileno(self) -> int: ...
+    evtchn: XenEventChannels
+    grants: XenGrants
+    domains: XenDomains
 
-    def bind_interdomain(self, domid: int, remote_port: int) -> int: ...
-
-    def bind_virq(self, virq: int) -> int: ...
-
-    def unbind(self, port: int) -> None: ...
-
-    def notify(self, port: int) -> None: ...
-
-    def pending(self) -> int: ...
-
-    def unmask(self, port: int) -> None: ...
+    def close(self) -> None:
+        self.grants.close()
+        self.evtchn.close()
+        self.domains.close()
 
 
-class RingMapping(Protocol):
-    """A mapped ring page: a writable 4096-byte buffer that can be unmapped."""
-
-    def unmap(self) -> None: ...
-
-
-class Grants(Protocol):
-    def map_ring(self, domid: int) -> RingMapping: ...
-
-
-class DomainStates(Protocol):
-    def states(self) -> dict[int, DomainStatus]: ...
+def open_xen() -> XenBackend | None:
+    """The Xen backend, or None on a machine without Xen (socket clients only)."""
+    opened: list[XenEventChannels | XenGrants | XenDomains] = []
+    try:
+        evtchn = XenEventChannels()
+        opened.append(evtchn)
+        grants = XenGrants()
+        opened.append(grants)
+        domains = XenDomains()
+    except OSError as exc:
+        for handle in opened:
+            handle.close()
+        log.info("no Xen (%s): serving socket clients only", exc)
+        return None
+    return XenBackend(evtchn, grants, domains)
 
 
 def ring_features() -> Feature:
@@ -83,7 +83,8 @@ def ring_features() -> Feature:
 class RingConnection:
     conn_id: int
     domid: int
-    mapping: RingMapping
+    mapping: GrantMapping
+    page: RingPage
     ring: ServerRing
     port: int
     decoder: Decoder = attrs.field(factory=Decoder)
@@ -94,17 +95,11 @@ class RingConnection:
 class Rings:
     """Every introduced domain's ring, served from one event channel handle."""
 
-    def __init__(
-        self,
-        server: Server,
-        evtchn: EventChannels,
-        grants: Grants,
-        domains: DomainStates,
-    ) -> None:
+    def __init__(self, server: Server, xen: XenBackend) -> None:
         self.server = server
-        self.evtchn = evtchn
-        self.grants = grants
-        self.domains = domains
+        self.evtchn = evtchn = xen.evtchn
+        self.grants = xen.grants
+        self.domains = xen.domains
         self.by_conn: dict[int, RingConnection] = {}
         self.by_port: dict[int, RingConnection] = {}
         self.virq_port = evtchn.bind_virq(VIRQ_DOM_EXC)
@@ -127,17 +122,19 @@ class Rings:
             log.warning("domain %d: cannot map its ring: %s", effect.domid, exc)
             engine.ignore_connection(effect.conn_id)
             return
-        ring = ServerRing(RingPage(mapping), ring_features())
+        page = RingPage(mapping.buffer)
+        ring = ServerRing(page, ring_features())
         # A port the builder left in the page wins over INTRODUCE's (spec 1.5).
         remote = ring.evtchn_port or effect.port
         try:
             port = self.evtchn.bind_interdomain(effect.domid, remote)
         except OSError as exc:
             log.warning("domain %d: cannot bind port %d: %s", effect.domid, remote, exc)
-            mapping.unmap()
+            page.release()
+            mapping.close()
             engine.ignore_connection(effect.conn_id)
             return
-        conn = RingConnection(effect.conn_id, effect.domid, mapping, ring, port)
+        conn = RingConnection(effect.conn_id, effect.domid, mapping, page, ring, port)
         self.by_conn[conn.conn_id] = conn
         self.by_port[port] = conn
         ring.connect()
@@ -172,7 +169,8 @@ class Rings:
         try:
             self.evtchn.unbind(conn.port)
         finally:
-            conn.mapping.unmap()
+            conn.page.release()
+            conn.mapping.close()
         log.info("domain %d: ring detached", conn.domid)
 
     # -- moving bytes ---------------------------------------------------
@@ -243,7 +241,10 @@ class Rings:
     # -- the event loop -------------------------------------------------
 
     def check_domains(self) -> None:
-        self.server.engine.check_domains(self.domains.states())
+        states = self.domains.states()
+        self.server.engine.check_domains(
+            {domid: DomainStatus(state.shutdown, state.dying) for domid, state in states.items()}
+        )
         self.server.flush()
 
     async def run(self) -> None:
@@ -253,6 +254,8 @@ class Rings:
         while True:
             await trio.lowlevel.wait_readable(fd)
             port = evtchn.pending()
+            if port is None:
+                continue  # a spurious wake-up
             evtchn.unmask(port)
             if port == self.virq_port:
                 self.check_domains()

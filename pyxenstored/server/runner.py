@@ -24,6 +24,7 @@ from pyxenstored.server.process import (
     redirect_stdio,
     report,
 )
+from pyxenstored.server.rings import open_xen
 from pyxenstored.server.trace import Tracer
 
 log = logging.getLogger("pyxenstored.server")
@@ -45,6 +46,7 @@ async def run_async(
     ``on_ready`` is called once the socket is listening.
     """
     tracer = Tracer(options.config.trace_file, options.config.trace_switches)
+    xen = open_xen()
     try:
         with trio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
@@ -55,6 +57,7 @@ async def run_async(
                         options.socket_path,
                         tracer=tracer,
                         state_dir=options.state_dir,
+                        xen=xen,
                     )
                 )
                 if on_ready is not None:
@@ -69,6 +72,8 @@ async def run_async(
                     break
     finally:
         tracer.close()
+        if xen is not None:
+            xen.close()
     log.info("shut down")
 
 

@@ -14,11 +14,13 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
 LIBRARY = HERE / "build" / "libfakexen.so"
 XEN_BIN = Path("/usr/lib/xen-4.17/bin")
 C_XENSTORED = XEN_BIN / "xenstored"
@@ -187,6 +189,29 @@ def start_oxenstored(fx: FakeXen, rundir: Path, *args: str) -> Daemon:
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=_daemon_env(fx, rundir), stdout=out, stderr=out)
     return _wait_for_socket(Daemon(proc, rundir / "socket", _daemon_env(fx, rundir), log, argv))
+
+
+def start_pyxenstored(fx: FakeXen, rundir: Path, *args: str) -> Daemon:
+    """This project's daemon, its real Xen backend served by the stand-in."""
+    rundir.mkdir(parents=True, exist_ok=True)
+    log = rundir / "pyxenstored.out"
+    argv = [
+        sys.executable,
+        "-m",
+        "pyxenstored",
+        "--no-fork",
+        "--socket",
+        str(rundir / "socket"),
+        "--state-dir",
+        str(rundir / "state"),
+        "--trace-file",
+        str(rundir / "trace"),
+        *args,
+    ]
+    env = _daemon_env(fx, rundir)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=out, cwd=REPO)
+    return _wait_for_socket(Daemon(proc, rundir / "socket", env, log, argv))
 
 
 def socket_request(path: Path, msg_type: int, payload: bytes, timeout: float = 5.0) -> bytes:

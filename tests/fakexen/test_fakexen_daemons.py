@@ -1,8 +1,9 @@
-"""Debian's reference xenstored daemons running on the stand-in hypervisor.
+"""Xenstore daemons running on the stand-in hypervisor: the same scenarios
+for Debian's C xenstored and oxenstored and for pyxenstored.
 
-Each test gets a fresh ``$FAKEXEN_DIR`` and daemon (C xenstored or
-oxenstored, LD_PRELOADed with libfakexen.so), drives it with the Debian
-tools or a simulated guest, and stops it at teardown.
+Each test gets a fresh ``$FAKEXEN_DIR`` and daemon (LD_PRELOADed with
+libfakexen.so), drives it with the Debian tools or a simulated guest, and
+stops it at teardown.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,12 +30,17 @@ from fakexen_support import (
     socket_request,
     start_c_xenstored,
     start_oxenstored,
+    start_pyxenstored,
 )
 from guest import Guest
 
 XS_IS_DOMAIN_INTRODUCED = 17
 TEST_XENSTORE = XEN_BIN / "test-xenstore"
-DAEMONS = {"c": (C_XENSTORED, start_c_xenstored), "ocaml": (OXENSTORED, start_oxenstored)}
+DAEMONS = {
+    "c": (C_XENSTORED, start_c_xenstored),
+    "ocaml": (OXENSTORED, start_oxenstored),
+    "py": (Path(sys.executable), start_pyxenstored),
+}
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +69,7 @@ def daemon(
         yield d
     finally:
         status = d.stop()
-    # C xenstored dies of SIGTERM, oxenstored catches it and exits 0.
+    # C xenstored dies of SIGTERM; oxenstored and pyxenstored catch it and exit 0.
     assert status in (0, -signal.SIGTERM), f"{d.argv[0]} exited with {status}"
 
 
