@@ -132,6 +132,17 @@ class Guest:
             self.notify()
         return out
 
+    def read_message(self, timeout: float = 5.0) -> tuple[int, int, bytes]:
+        """The next message from the daemon: (type, req_id, payload)."""
+        rtype, req_id, _, length = HEADER.unpack(self.read_rsp(HEADER.size, timeout))
+        return rtype, req_id, self.read_rsp(length, timeout)
+
+    def set_indices(self, **indices: int) -> None:
+        """Misbehave: overwrite ring indices (req_cons, req_prod, rsp_cons, rsp_prod)."""
+        names = ("req_cons", "req_prod", "rsp_cons", "rsp_prod")
+        for name, value in indices.items():
+            struct.pack_into("=I", self.page, IDX_OFF + 4 * names.index(name), value)
+
     def request(self, msg_type: int, payload: bytes, tx_id: int = 0) -> tuple[int, bytes]:
         """Send one message and return (reply type, reply payload)."""
         self.req_id += 1

@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 from fakexen_support import (
     C_XENSTORED,
+    HEADER,
     OXENSTORED,
     XEN_BIN,
+    XS_ERROR,
     XS_READ,
     XS_WRITE,
     Daemon,
@@ -34,6 +36,8 @@ from fakexen_support import (
 )
 from guest import Guest
 
+XS_WATCH = 4
+XS_WATCH_EVENT = 15
 XS_IS_DOMAIN_INTRODUCED = 17
 TEST_XENSTORE = XEN_BIN / "test-xenstore"
 DAEMONS = {
@@ -122,3 +126,56 @@ def test_domain_death_via_virq(daemon: Daemon, fx: FakeXen) -> None:
             time.sleep(0.02)
     finally:
         guest.close()
+
+
+def _guest(daemon: Daemon, fx: FakeXen, domid: int) -> Guest:
+    """An introduced guest owning its home directory, as the toolstack sets it up."""
+    fx.set_domain(domid, "running")
+    guest = Guest(fx.root, domid)
+    tool(daemon, "xenstore-write", f"/local/domain/{domid}", "")
+    tool(daemon, "xenstore-chmod", f"/local/domain/{domid}", f"n{domid}")
+    introduce(daemon.socket_path, domid, guest.port)
+    return guest
+
+
+def test_guest_relative_paths_and_permissions(daemon: Daemon, fx: FakeXen) -> None:
+    """Spec 2 and 3.2: relative paths resolve under the guest's home; others' nodes are hidden."""
+    guest = _guest(daemon, fx, 5)
+    try:
+        assert guest.request(XS_WRITE, b"data/x\0one") == (XS_WRITE, b"OK\0")
+        assert guest.request(XS_READ, b"/local/domain/5/data/x\0") == (XS_READ, b"one")
+        assert tool(daemon, "xenstore-read", "/local/domain/5/data/x") == "one\n"
+        tool(daemon, "xenstore-write", "/local/domain/0/secret", "s")
+        assert guest.request(XS_READ, b"/local/domain/0/secret\0") == (XS_ERROR, b"EACCES\0")
+        assert guest.request(XS_WRITE, b"/elsewhere\0v") == (XS_ERROR, b"EACCES\0")
+    finally:
+        guest.close()
+
+
+def test_guest_watch_over_ring(daemon: Daemon, fx: FakeXen) -> None:
+    """Spec 5.1/5.2: the initial event, then a relative event for a change dom0 makes."""
+    guest = _guest(daemon, fx, 5)
+    try:
+        guest.req_id += 1
+        guest.write_req(HEADER.pack(XS_WATCH, guest.req_id, 0, 9) + b"data\0tok\0")
+        messages = [guest.read_message(), guest.read_message()]
+        assert (XS_WATCH, guest.req_id, b"OK\0") in messages
+        assert (XS_WATCH_EVENT, 0, b"data\0tok\0") in messages
+        tool(daemon, "xenstore-write", "/local/domain/5/data/new", "v")
+        assert guest.read_message() == (XS_WATCH_EVENT, 0, b"data/new\0tok\0")
+    finally:
+        guest.close()
+
+
+def test_hostile_indices_leave_others_served(daemon: Daemon, fx: FakeXen) -> None:
+    """XSA-38 / spec 7.2: a ring with prod - cons > 1024 is dropped; nobody else notices."""
+    bad = _guest(daemon, fx, 5)
+    good = _guest(daemon, fx, 6)
+    try:
+        bad.set_indices(req_cons=0, req_prod=5000)
+        bad.notify()
+        assert good.request(XS_WRITE, b"data\0fine") == (XS_WRITE, b"OK\0")
+        assert tool(daemon, "xenstore-read", "/local/domain/6/data") == "fine\n"
+    finally:
+        bad.close()
+        good.close()
