@@ -13,7 +13,8 @@ Modules, one job each: ``connection`` (framing and the req_id multiplexer),
 ``payloads`` (request and reply wire formats), ``nodeops`` (the node ops a
 transaction shares), ``transaction`` (transactions and EAGAIN retry),
 ``watch`` (event routing and the per-watch queues), ``client`` (the op set
-and the ways to connect).
+and the ways to connect), ``ring`` (a simulated guest's transport over a
+shared ring page).
 """
 
 from pyxenstored.client.client import DEFAULT_SOCKET_PATH as DEFAULT_SOCKET_PATH
@@ -26,6 +27,9 @@ from pyxenstored.client.connection import PendingReply as PendingReply
 from pyxenstored.client.errors import ConnectionClosed as ConnectionClosed
 from pyxenstored.client.errors import MalformedReply as MalformedReply
 from pyxenstored.client.nodeops import NodeOperations as NodeOperations
+from pyxenstored.client.ring import Doorbell as Doorbell
+from pyxenstored.client.ring import RingStream as RingStream
+from pyxenstored.client.ring import open_ring_client as open_ring_client
 from pyxenstored.client.transaction import DEFAULT_RETRY_POLICY as DEFAULT_RETRY_POLICY
 from pyxenstored.client.transaction import RetryPolicy as RetryPolicy
 from pyxenstored.client.transaction import Transaction as Transaction
