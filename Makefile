@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEBS := xenstore-utils xen-utils-4.17
+DEBS := xenstore-utils xen-utils-4.17 libxen-dev gcc make
 RUN_DIR := $(CURDIR)/run
 
 .PHONY: run test lint bench debs venv clean
