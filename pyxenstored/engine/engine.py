@@ -82,6 +82,8 @@ class Engine:
         self._dirty: set[int] = set()
         #: The request being handled, for replies that must precede other output.
         self._current = Packet(0, 0, 0, b"")
+        #: The shell's last clock reading (``expire_events``); stamps queued output.
+        self._now = 0.0
         self._effects: list[Effect] = []
         self._handlers: dict[int, Handler] = {
             Op.CONTROL: self._control,
@@ -155,9 +157,22 @@ class Engine:
         dirty, self._dirty = self._dirty, set()
         return dirty
 
-    def take_output(self, conn_id: int) -> bytes:
+    def take_output(self, conn_id: int, max_bytes: int | None = None) -> bytes:
+        """Queued messages for a connection: all, or whole ones up to ``max_bytes``."""
         conn = self.connections.get(conn_id)
-        return conn.outbox.take() if conn is not None else b""
+        return conn.outbox.take(max_bytes) if conn is not None else b""
+
+    def expire_events(self, now: float) -> None:
+        """The shell's clock, every second or so: it stamps queued messages, and
+        events an unprivileged receiver left unsent past ``watch_event_timeout``
+        are dropped (C's ``-w watch-event``, spec 5.7)."""
+        self._now = now
+        timeout = self.config.watch_event_timeout
+        if not timeout:
+            return
+        for conn in self.connections.values():
+            if not conn.privileged and conn.outbox.messages:
+                conn.outbox.expire_events(now - timeout)
 
     def queued_replies(self, conn_id: int) -> int:
         conn = self.connections.get(conn_id)
@@ -207,7 +222,7 @@ class Engine:
     def _reply(self, conn: Connection, packet: Packet, op: int, payload: bytes) -> None:
         if len(payload) > PAYLOAD_MAX:
             op, payload = Op.ERROR, error_payload("E2BIG")
-        conn.outbox.reply(encode(op, packet.req_id, packet.tx_id, payload))
+        conn.outbox.reply(encode(op, packet.req_id, packet.tx_id, payload), self._now)
         self._dirty.add(conn.conn_id)
 
     # ------------------------------------------------------------ identities
@@ -280,7 +295,7 @@ class Engine:
             allowed = verdicts.get(watch.conn_id)
             if allowed is None:
                 allowed = verdicts[watch.conn_id] = self._may_see(conn, path, node, old_perms)
-            if allowed and conn.outbox.event(watch.event_path(path), watch.token):
+            if allowed and conn.outbox.event(watch.event_path(path), watch.token, self._now):
                 self._dirty.add(watch.conn_id)
 
     def fire_special(
@@ -296,7 +311,7 @@ class Engine:
             conn = self.connections[watch.conn_id]
             if special is not None and not self._may_see(conn, name, special, None):
                 continue
-            if conn.outbox.event(path, watch.token):
+            if conn.outbox.event(path, watch.token, self._now):
                 self._dirty.add(watch.conn_id)
 
     # ------------------------------------------------------------- node ops
@@ -415,13 +430,13 @@ class Engine:
         self.watches.add(watch)
         self.tree.accounting.of(conn.domid).watches += 1
         self._reply_now(conn, Op.WATCH, OK_PAYLOAD)
-        conn.outbox.initial_event(watch.event_path(path), req.token)
+        conn.outbox.initial_event(watch.event_path(path), req.token, self._now)
         return None
 
     def _reply_now(self, conn: Connection, op: int, payload: bytes) -> None:
         """Queue the reply before something that must follow it (the WATCH initial event)."""
         packet = self._current
-        conn.outbox.reply(encode(op, packet.req_id, packet.tx_id, payload))
+        conn.outbox.reply(encode(op, packet.req_id, packet.tx_id, payload), self._now)
         self._dirty.add(conn.conn_id)
 
     def _unwatch(

@@ -61,6 +61,8 @@ RECEIVE_SIZE = 65536
 #: Replies queued per connection before its reader pauses, when the
 #: configuration's ``outstanding`` quota is 0 (unlimited).
 DEFAULT_REPLY_BOUND = 20
+#: Seconds between the clock readings the engine gets (its timeouts are in seconds).
+CLOCK_PERIOD = 1.0
 #: Seconds to wait before accepting again after EMFILE and friends.
 ACCEPT_RETRY_DELAY = 0.1
 #: Seconds a connection closed for a protocol error may take to send the
@@ -403,6 +405,12 @@ class Server:
                     continue
                 nursery.start_soon(self.handle_stream, stream)
 
+    async def run_clock(self) -> None:
+        """Give the engine the time once a second, for its unread-event timeout."""
+        while True:
+            self.engine.expire_events(trio.current_time())
+            await trio.sleep(CLOCK_PERIOD)
+
     def shutdown(self) -> None:
         """Make ``serve`` return: stop accepting and close every connection."""
         if self._cancel_scope is not None:
@@ -453,6 +461,7 @@ async def serve(
             server._cancel_scope = scope
             log.info("listening on %s", socket_path)
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.run_clock)
                 if xen is not None:
                     server.rings = Rings(server, xen)
                     nursery.start_soon(server.rings.run)

@@ -28,7 +28,7 @@ from pyxenstored.engine.domains import DomainStatus
 from pyxenstored.protocol.decoder import Decoder
 from pyxenstored.protocol.errors import ProtocolError
 from pyxenstored.ring.indices import BadRingError
-from pyxenstored.ring.layout import Feature, RingError, RingPage
+from pyxenstored.ring.layout import RING_SIZE, Feature, RingError, RingPage
 from pyxenstored.ring.ring import DEFAULT_FEATURES, ServerRing
 from pyxenstored.ring.xen import GrantMapping, XenDomains, XenEventChannels, XenGrants
 
@@ -88,7 +88,8 @@ class RingConnection:
     ring: ServerRing
     port: int
     decoder: Decoder = attrs.field(factory=Decoder)
-    #: Engine output not yet copied into the ring (the guest is behind).
+    #: What is left of the message being copied into the ring; the rest of
+    #: the backlog stays in the engine's bounded outbox.
     outgoing: bytearray = attrs.field(factory=bytearray)
 
 
@@ -180,18 +181,26 @@ class Rings:
         conn = self.by_conn.get(conn_id)
         if conn is None:
             return
-        conn.outgoing += self.server.engine.take_output(conn_id)
         self._push(conn)
         self._notify(conn)
 
     def _push(self, conn: RingConnection) -> None:
-        if conn.outgoing and conn.ring.ignored is None:
+        """Fill the ring from the engine's queue until it is full or nothing is left."""
+        engine = self.server.engine
+        ring = conn.ring
+        while ring.ignored is None:
+            if not conn.outgoing:
+                conn.outgoing += engine.take_output(conn.conn_id, RING_SIZE)
+                if not conn.outgoing:
+                    return
             try:
-                sent = conn.ring.write_responses(conn.outgoing)
+                sent = ring.write_responses(conn.outgoing)
             except BadRingError as exc:
                 self._ignore(conn, exc.error)
                 return
             del conn.outgoing[:sent]
+            if conn.outgoing:
+                return  # the ring is full: the guest's next kick resumes
 
     def _notify(self, conn: RingConnection) -> None:
         if conn.ring.take_notify():

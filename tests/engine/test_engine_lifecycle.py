@@ -97,3 +97,19 @@ def test_outstanding_limit_applies_to_guests_only() -> None:
     guest = h.introduce(5)
     assert h.engine.outstanding_limit(guest) == 20
     assert h.engine.outstanding_limit(h.dom0) == 0
+
+
+def test_unread_events_expire_for_guests_only() -> None:
+    """Spec 5.7: after ``watch-event`` seconds unsent events to a guest are dropped."""
+    h = Harness()
+    guest = h.introduce(5)
+    h.write_ok(h.dom0, "/local/domain/5")
+    h.set_perms(h.dom0, "/local/domain/5", "n5")
+    h.watch(guest, "x", "g")
+    h.watch(h.dom0, "/local/domain/5/x", "d")
+    h.engine.expire_events(100.0)
+    h.write_ok(h.dom0, "/local/domain/5/x", b"1")
+    h.engine.expire_events(119.0)
+    h.engine.expire_events(121.0)
+    assert h.events(guest) == []
+    assert h.events(h.dom0) == [("/local/domain/5/x", "d")]

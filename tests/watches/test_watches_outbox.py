@@ -89,3 +89,29 @@ def test_clear_forgets_everything() -> None:
     box.clear()
     assert box.take() == b""
     assert box.event("/a", "t")
+
+
+def test_take_with_a_byte_budget_returns_whole_messages() -> None:
+    """A ring takes what fits: whole messages, at least one (spec 7.2 partial writes)."""
+    box = Outbox(10_000)
+    box.reply(encode(Op.READ, 1, 0, b"x" * 100))  # 116 bytes
+    assert box.event("/a", "t")  # 21 bytes
+    box.reply(encode(Op.READ, 2, 0, b"y" * 2000))
+    first = box.take(120)
+    assert Decoder().feed(first)[0].payload == b"x" * 100 and len(first) == 116
+    assert box.replies == 1 and box.event("/a", "t") is False  # still pending
+    assert len(box.take(10)) == 21  # one message even over the budget
+    assert box.event("/a", "t")  # taken: no longer collapses
+    assert len(packets(box)) == 2 and box.size == 0 and box.replies == 0
+
+
+def test_expire_drops_old_events_only() -> None:
+    """Spec 5.7: unsent events older than the timeout go; replies always stay."""
+    box = Outbox(10_000)
+    assert box.event("/old", "t", now=1.0)
+    box.reply(encode(Op.WRITE, 1, 0, b"OK\0"), now=1.0)
+    assert box.event("/new", "t", now=30.0)
+    assert box.expire_events(queued_before=10.0) == 1
+    assert box.dropped_events == 1
+    assert [payload for _, payload in packets(box)] == [b"OK\0", b"/new\0t\0"]
+    assert box.event("/old", "t")  # its pending mark went with it
