@@ -205,3 +205,35 @@ async def test_daemon_ignores_a_guest_that_breaks_the_framing(
     if daemon.argv[0] == str(C_XENSTORED):
         with pytest.raises(RuntimeError, match="RECONNECTION"):
             guest.start_reconnect()  # C 4.17 does not advertise it
+
+
+async def test_guest_reconnect_mid_packet(
+    dom0: Client, guest: RingGuest, daemon: Daemon
+) -> None:
+    """Spec 7.4: a guest-initiated reset in the middle of a packet.
+
+    The server drops the partial request, the guest's watches and transactions,
+    zeroes the indices and answers CONNECTED; the guest then starts afresh.
+    C 4.17 does not advertise RECONNECTION, so only pyxenstored is checked.
+    """
+    if daemon.argv[0] == str(C_XENSTORED):
+        pytest.skip("C xenstored does not advertise RECONNECTION (spec 7.4)")
+    with trio.fail_after(DEADLINE):
+        async with guest.client(poll_interval=None) as client:
+            await client.write("kept", "1")
+            await client.request(4, b"kept\0old\0")  # a raw WATCH, kept past this client
+            tx_id = await client.transaction_start()
+        # Half a WRITE header, then the reset request.
+        assert guest.send_raw(struct.pack("<II", 11, 99)) == 8
+        guest.start_reconnect()
+        while not guest.ring.connected:
+            await trio.sleep(0.005)
+        assert guest.indices() == (0, 0, 0, 0)
+        async with guest.client(poll_interval=None) as client:
+            assert await client.read("kept") == b"1"
+            with pytest.raises(XenstoreError) as info:
+                await client.request(2, b"kept\0", tx_id=tx_id)
+            assert info.value.name == "ENOENT"
+            async with client.watch("kept", token="old") as events:  # not EEXIST
+                first = await events.receive()
+                assert first.token == "old"
