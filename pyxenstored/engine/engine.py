@@ -585,6 +585,19 @@ class Engine:
         if announce:
             self.fire_special("@releaseDomain", 0, per_domain=False)
 
+    def connect_local_ring(self) -> int:
+        """A ring connection for the privileged domain's own kernel (C ``dom0_init``).
+
+        A daemon running in dom0 serves dom0's xenbus through the page its
+        kernel exports; that connection acts as, and is as privileged as, dom0.
+        """
+        domid = self.config.priv_domid
+        domain = self.domains.find_or_create(domid)
+        assert domain is not None
+        domain.introduced = True
+        domain.conn_id = self._connect(domid, is_socket=False, privileged=True)
+        return domain.conn_id
+
     def reset_connection(self, conn_id: int) -> None:
         """Start a ring connection afresh: no watches, transactions or queued
         output (re-INTRODUCE, or the guest's reconnect request, spec 7.4)."""

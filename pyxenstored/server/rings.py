@@ -30,7 +30,14 @@ from pyxenstored.protocol.errors import ProtocolError
 from pyxenstored.ring.indices import BadRingError
 from pyxenstored.ring.layout import RING_SIZE, Feature, RingError, RingPage
 from pyxenstored.ring.ring import DEFAULT_FEATURES, ServerRing
-from pyxenstored.ring.xen import GrantMapping, XenDomains, XenEventChannels, XenGrants
+from pyxenstored.ring.xen import (
+    Dom0Page,
+    GrantMapping,
+    XenDomains,
+    XenEventChannels,
+    XenGrants,
+    open_dom0_ring,
+)
 
 if TYPE_CHECKING:
     from pyxenstored.server.daemon import Server
@@ -83,7 +90,7 @@ def ring_features() -> Feature:
 class RingConnection:
     conn_id: int
     domid: int
-    mapping: GrantMapping
+    mapping: GrantMapping | Dom0Page
     page: RingPage
     ring: ServerRing
     port: int
@@ -115,14 +122,28 @@ class Rings:
         else:
             self._detach(effect.conn_id)
 
-    def _attach(self, effect: AttachRing) -> None:
+    def attach_local(self) -> None:
+        """Serve the ring of the domain we run in (dom0's ``/proc/xen/xsd_kva``), if any."""
+        try:
+            mapping, port = open_dom0_ring()
+        except OSError as exc:
+            log.info("no local xenstore ring (%s)", exc)
+            return
         engine = self.server.engine
+        conn_id = engine.connect_local_ring()
+        self._attach_mapping(AttachRing(engine.config.priv_domid, conn_id, port), mapping)
+
+    def _attach(self, effect: AttachRing) -> None:
         try:
             mapping = self.grants.map_ring(effect.domid)
         except OSError as exc:
             log.warning("domain %d: cannot map its ring: %s", effect.domid, exc)
-            engine.ignore_connection(effect.conn_id)
+            self.server.engine.ignore_connection(effect.conn_id)
             return
+        self._attach_mapping(effect, mapping)
+
+    def _attach_mapping(self, effect: AttachRing, mapping: GrantMapping | Dom0Page) -> None:
+        engine = self.server.engine
         page = RingPage(mapping.buffer)
         ring = ServerRing(page, ring_features())
         # A port the builder left in the page wins over INTRODUCE's (spec 1.5).

@@ -179,3 +179,20 @@ def test_hostile_indices_leave_others_served(daemon: Daemon, fx: FakeXen) -> Non
     finally:
         bad.close()
         good.close()
+
+
+def test_dom0_kernel_ring(fakexen_library: Path, fx: FakeXen, tmp_path: Path) -> None:
+    """Spec 7.6: a daemon in dom0 serves dom0's kernel through /proc/xen/xsd_kva and
+    xsd_port; that ring acts as the privileged domain (C ``dom0_init``)."""
+    (fx.evtchn / "0-1.sock").unlink()  # the kernel's end, played by this test
+    kernel = Guest(fx.root, 0)
+    assert kernel.port == 1
+    d = start_pyxenstored(fx, tmp_path / "run")
+    try:
+        assert kernel.request(XS_WRITE, b"/vm/uuid\0abc") == (XS_WRITE, b"OK\0")
+        assert kernel.request(XS_READ, b"name\0") == (XS_ERROR, b"ENOENT\0")
+        assert kernel.request(XS_IS_DOMAIN_INTRODUCED, b"0\0") == (XS_IS_DOMAIN_INTRODUCED, b"T\0")
+        assert socket_request(d.socket_path, XS_READ, b"/vm/uuid\0") == b"abc"
+    finally:
+        kernel.close()
+        assert d.stop() == 0
