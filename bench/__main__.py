@@ -5,10 +5,15 @@ Example::
     .venv/bin/python -m bench                       # pyxenstored only
     .venv/bin/python -m bench --targets pyxenstored,c,ocaml --seconds 3
     .venv/bin/python -m bench --json > bench.json
+    .venv/bin/python -m bench --idle-guests 100 --idle-seconds 10   # bench/rings.py
 
 Each target gets its own fresh daemon. Targets that cannot start here
 (the C and OCaml daemons need a hypervisor) are listed as unavailable.
 With several targets the table adds each one's ratio to the first.
+
+``--idle-guests N`` runs ``bench/rings.py`` instead: each daemon on the
+stand-in hypervisor with N idle simulated guests on rings, measuring the
+daemon's CPU over ``--idle-seconds`` (targets default to pyxenstored,c).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import platform
 import sys
 from collections.abc import Sequence
 
+from bench.rings import DEFAULT_MAX_PERCENT, as_json, format_idle_table, idle_guests
 from bench.targets import TARGETS, TargetUnavailable, launch
 from bench.workloads import READ, WRITE, Result, pipelined, sequential, setup_keys, watch_fanout
 
@@ -28,8 +34,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--targets",
-        default="pyxenstored",
-        help=f"comma-separated, from: {', '.join(TARGETS)} (default: pyxenstored)",
+        default=None,
+        help=f"comma-separated, from: {', '.join(TARGETS)} (default: pyxenstored; "
+        "pyxenstored,c with --idle-guests)",
     )
     parser.add_argument("--seconds", type=float, default=2.0, help="per workload (default 2)")
     parser.add_argument("--depth", type=int, default=64, help="pipeline depth (default 64)")
@@ -37,7 +44,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--value-size", type=int, default=64, help="bytes per value (default 64)")
     parser.add_argument("--keys", type=int, default=256, help="distinct nodes (default 256)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    idle = parser.add_argument_group("idle guests on rings (bench/rings.py)")
+    idle.add_argument(
+        "--idle-guests",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the workloads: N idle guests on the stand-in hypervisor, "
+        "measure each daemon's CPU",
+    )
+    idle.add_argument("--idle-seconds", type=float, default=10.0, help="idle window (default 10)")
+    idle.add_argument(
+        "--max-cpu-percent",
+        type=float,
+        default=DEFAULT_MAX_PERCENT,
+        help="exit 1 if pyxenstored uses this much of a core or more (default 1)",
+    )
     args = parser.parse_args(argv)
+    if args.targets is None:
+        args.targets = "pyxenstored,c" if args.idle_guests > 0 else "pyxenstored"
     names = [name.strip() for name in args.targets.split(",") if name.strip()]
     unknown = [name for name in names if name not in TARGETS]
     if unknown or not names:
@@ -101,8 +126,25 @@ def format_table(results: dict[str, list[Result]], unavailable: dict[str, str]) 
     return "\n".join(lines)
 
 
+def main_idle(args: argparse.Namespace) -> int:
+    """``--idle-guests``: CPU of each daemon with idle guests on rings."""
+    results, unavailable = idle_guests(args.target_names, args.idle_guests, args.idle_seconds)
+    if args.json:
+        document = as_json(results, unavailable)
+        document["parameters"] = {"guests": args.idle_guests, "idle_seconds": args.idle_seconds}
+        print(json.dumps(document, indent=2))
+    else:
+        print(format_idle_table(results, unavailable, args.max_cpu_percent))
+    ours = [r for r in results if r.target == "pyxenstored"]
+    if not results or any(r.percent >= args.max_cpu_percent for r in ours):
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.idle_guests > 0:
+        return main_idle(args)
     results: dict[str, list[Result]] = {}
     unavailable: dict[str, str] = {}
     for name in args.target_names:
