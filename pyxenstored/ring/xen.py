@@ -409,6 +409,18 @@ class XenDomains:
                 return states
             first = self._info[count - 1].domain + 1
 
+    def state(self, domid: int) -> DomainState | None:
+        """One domain, or None if it does not exist (one ``xc_domain_getinfolist``)."""
+        if self._handle is None:
+            raise ValueError("xc interface is closed")
+        count = _check(
+            self._lib.xc_domain_getinfolist(self._handle, domid, 1, self._info),
+            "xc_domain_getinfolist",
+        )
+        if count and self._info[0].domain == domid:
+            return DomainState.from_flags(self._info[0].flags)
+        return None
+
     def close(self) -> None:
         handle, self._handle = self._handle, None
         if handle is not None:

@@ -445,7 +445,7 @@ async def serve(
     removed if it is still ours.
     """
     if engine is None:
-        engine = Engine(config)
+        engine = Engine(config, xen)
     if tracer is None:
         tracer = Tracer(config.trace_file, config.trace_switches)
     server = Server(

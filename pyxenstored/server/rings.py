@@ -58,6 +58,11 @@ class XenBackend:
     grants: XenGrants
     domains: XenDomains
 
+    def exists(self, domid: int) -> bool:
+        """The engine's ``DomainInfo``: a domain exists unless Xen says it is gone or dying."""
+        state = self.domains.state(domid)
+        return state is not None and not state.dying
+
     def close(self) -> None:
         self.grants.close()
         self.evtchn.close()
