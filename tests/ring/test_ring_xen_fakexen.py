@@ -194,6 +194,9 @@ else:
         }
         fx.set_domain(1, None)  # read afresh on every call
         assert 1 not in domains.states()
+        assert domains.state(4) == DomainState(dying=True)
+        assert domains.state(5) is None  # between 4 and 6: the next one is not it
+        assert domains.state(1) is None
         domains.close()
 
     def test_dom0_ring(fx: FakeXen) -> None:
