@@ -464,7 +464,7 @@ async def serve(
                 nursery.start_soon(server.run_clock)
                 if xen is not None:
                     server.rings = Rings(server, xen)
-                    server.rings.attach_local()
+                    server.rings.attach_local(xen.dom0_event)
                     nursery.start_soon(server.rings.run)
                 await nursery.start(server.serve_listener, listener)
                 task_status.started(server)

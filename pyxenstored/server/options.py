@@ -31,7 +31,7 @@ class DaemonOptions:
     pid_file: str | None = None
     #: ``-N``: stay in the foreground.
     no_fork: bool = False
-    #: ``--event``: the event channel port of the local domain (dom0_event); unused yet.
+    #: ``--event``: in a stub domain, the port of dom0's ring (reached by grant).
     event_port: int | None = None
     #: ``-U``: started by a live update (accepted; restoring state is not implemented yet).
     live_update: bool = False

@@ -57,6 +57,9 @@ class XenBackend:
     evtchn: XenEventChannels
     grants: XenGrants
     domains: XenDomains
+    #: ``--event``: in a xenstore stub domain, the port of dom0's ring, which
+    #: is then reached by grant rather than through ``/proc/xen/xsd_kva``.
+    dom0_event: int | None = None
 
     def exists(self, domid: int) -> bool:
         """The engine's ``DomainInfo``: a domain exists unless Xen says it is gone or dying."""
@@ -69,7 +72,7 @@ class XenBackend:
         self.domains.close()
 
 
-def open_xen() -> XenBackend | None:
+def open_xen(dom0_event: int | None = None) -> XenBackend | None:
     """The Xen backend, or None on a machine without Xen (socket clients only)."""
     opened: list[XenEventChannels | XenGrants | XenDomains] = []
     try:
@@ -83,12 +86,7 @@ def open_xen() -> XenBackend | None:
             handle.close()
         log.info("no Xen (%s): serving socket clients only", exc)
         return None
-    return XenBackend(evtchn, grants, domains)
-
-
-def ring_features() -> Feature:
-    """What guests are told: the engine's features plus the ring's own (reconnect)."""
-    return DEFAULT_FEATURES | Feature(SUPPORTED_FEATURES)
+    return XenBackend(evtchn, grants, domains, dom0_event)
 
 
 @attrs.define(eq=False)
@@ -127,14 +125,19 @@ class Rings:
         else:
             self._detach(effect.conn_id)
 
-    def attach_local(self) -> None:
-        """Serve the ring of the domain we run in (dom0's ``/proc/xen/xsd_kva``), if any."""
-        try:
-            mapping, port = open_dom0_ring()
-        except OSError as exc:
-            log.info("no local xenstore ring (%s)", exc)
-            return
+    def attach_local(self, dom0_event: int | None) -> None:
+        """Serve dom0's kernel: through ``/proc/xen/xsd_kva`` when we run in dom0,
+        or by grant and the ``--event`` port when we run in a stub domain (spec 7.6)."""
         engine = self.server.engine
+        mapping: GrantMapping | Dom0Page
+        try:
+            if dom0_event is None:
+                mapping, port = open_dom0_ring()
+            else:
+                mapping, port = self.grants.map_ring(engine.config.priv_domid), dom0_event
+        except OSError as exc:
+            log.info("no ring for dom0's kernel (%s)", exc)
+            return
         conn_id = engine.connect_local_ring()
         self._attach_mapping(AttachRing(engine.config.priv_domid, conn_id, port), mapping)
 
@@ -150,7 +153,11 @@ class Rings:
     def _attach_mapping(self, effect: AttachRing, mapping: GrantMapping | Dom0Page) -> None:
         engine = self.server.engine
         page = RingPage(mapping.buffer)
-        ring = ServerRing(page, ring_features())
+        # The domain's features (SET_FEATURE may have narrowed them, spec
+        # 1.5) plus what the ring itself offers (reconnection).
+        domain = engine.domains.get(effect.domid)
+        features = domain.features if domain is not None else SUPPORTED_FEATURES
+        ring = ServerRing(page, DEFAULT_FEATURES | Feature(features))
         # A port the builder left in the page wins over INTRODUCE's (spec 1.5).
         remote = ring.evtchn_port or effect.port
         try:

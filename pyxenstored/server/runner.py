@@ -46,7 +46,7 @@ async def run_async(
     ``on_ready`` is called once the socket is listening.
     """
     tracer = Tracer(options.config.trace_file, options.config.trace_switches)
-    xen = open_xen()
+    xen = open_xen(options.event_port)
     try:
         with trio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -39,6 +40,8 @@ from guest import Guest
 XS_WATCH = 4
 XS_WATCH_EVENT = 15
 XS_IS_DOMAIN_INTRODUCED = 17
+XS_SET_FEATURE = 24
+SERVER_FEATURES_OFFSET = 2064
 TEST_XENSTORE = XEN_BIN / "test-xenstore"
 DAEMONS = {
     "c": (C_XENSTORED, start_c_xenstored),
@@ -195,4 +198,37 @@ def test_dom0_kernel_ring(fakexen_library: Path, fx: FakeXen, tmp_path: Path) ->
         assert socket_request(d.socket_path, XS_READ, b"/vm/uuid\0") == b"abc"
     finally:
         kernel.close()
+        assert d.stop() == 0
+
+
+def test_stub_domain_reaches_dom0_by_grant(
+    fakexen_library: Path, fx: FakeXen, tmp_path: Path
+) -> None:
+    """Spec 7.6/9.2: in a xenstore stub domain, ``--event P`` names dom0's port
+    and dom0's page is its grant reference 1, not ``/proc/xen/xsd_kva``."""
+    kernel = Guest(fx.root, 0)  # dom0's kernel, on a port of its own
+    assert kernel.port != 1
+    d = start_pyxenstored(fx, tmp_path / "run", "--event", str(kernel.port))
+    try:
+        assert kernel.request(XS_WRITE, b"/tool/xenstored/domid\x001") == (XS_WRITE, b"OK\0")
+        assert socket_request(d.socket_path, XS_READ, b"/tool/xenstored/domid\0") == b"1"
+    finally:
+        kernel.close()
+        assert d.stop() == 0
+
+
+def test_set_feature_narrows_what_the_ring_advertises(
+    fakexen_library: Path, fx: FakeXen, tmp_path: Path
+) -> None:
+    """Spec 1.5 SET_FEATURE: the toolstack's mask before INTRODUCE is what the
+    ring's ``server_features`` shows (plus RECONNECTION, which the ring itself offers)."""
+    fx.set_domain(5, "running")
+    guest = Guest(fx.root, 5)
+    d = start_pyxenstored(fx, tmp_path / "run")
+    try:
+        socket_request(d.socket_path, XS_SET_FEATURE, b"5\x002\x00")  # ERROR only
+        introduce(d.socket_path, 5, guest.port)
+        assert struct.unpack_from("=I", guest.page, SERVER_FEATURES_OFFSET)[0] == 1 | 2
+    finally:
+        guest.close()
         assert d.stop() == 0
