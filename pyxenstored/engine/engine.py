@@ -162,9 +162,18 @@ class Engine:
         conn = self.connections.get(conn_id)
         return conn.outbox.take(max_bytes) if conn is not None else b""
 
+    def set_time(self, now: float) -> None:
+        """The shell's clock reading before a batch: it stamps what gets queued."""
+        self._now = now
+
+    def guest_output_waiting(self) -> bool:
+        """Whether an unprivileged receiver has output it has not taken (expiry pending)."""
+        return any(
+            conn.outbox.messages for conn in self.connections.values() if not conn.privileged
+        )
+
     def expire_events(self, now: float) -> None:
-        """The shell's clock, every second or so: it stamps queued messages, and
-        events an unprivileged receiver left unsent past ``watch_event_timeout``
+        """Events an unprivileged receiver left unsent past ``watch_event_timeout``
         are dropped (C's ``-w watch-event``, spec 5.7)."""
         self._now = now
         timeout = self.config.watch_event_timeout
@@ -515,22 +524,29 @@ class Engine:
     def _introduce(
         self, conn: Connection, tx: TransactionView | None, req: requests.Request
     ) -> bytes:
-        """Record the domain and give it a connection; the shell attaches its ring."""
         assert isinstance(req, requests.Introduce)
-        domain = self.domains.find_or_create(req.domid, self.tree.generation)
+        self.introduce_domain(req.domid, req.port)
+        return OK_PAYLOAD
+
+    def introduce_domain(self, domid: int, port: int) -> None:
+        """INTRODUCE, also used for domains found running at start-up (C >= 4.21).
+
+        Records the domain and gives it a connection whose ring the shell
+        attaches; a known domain's connection is reset and its port rebound.
+        """
+        domain = self.domains.find_or_create(domid, self.tree.generation)
         if domain is None:
             raise XenstoreError("EINVAL")
-        domain.port = req.port
+        domain.port = port
         if not domain.introduced:
             domain.introduced = True
-            domain.conn_id = self._connect(req.domid, is_socket=False, privileged=False)
-            self.emit(AttachRing(req.domid, domain.conn_id, req.port))
-            if req.domid != self.config.priv_domid:
-                self.fire_special("@introduceDomain", req.domid)
+            domain.conn_id = self._connect(domid, is_socket=False, privileged=False)
+            self.emit(AttachRing(domid, domain.conn_id, port))
+            if domid != self.config.priv_domid:
+                self.fire_special("@introduceDomain", domid)
         elif domain.conn_id is not None:
             self.reset_connection(domain.conn_id)
-            self.emit(ResetRing(req.domid, domain.conn_id, req.port))
-        return OK_PAYLOAD
+            self.emit(ResetRing(domid, domain.conn_id, port))
 
     def _connected_domain(self, domid: int) -> Domain:
         domain = self.domains.get(domid)

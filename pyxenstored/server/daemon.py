@@ -249,6 +249,7 @@ class Server:
         self.rings: Rings | None = None
         self.socket_path: str | None = None
         self._cancel_scope: trio.CancelScope | None = None
+        self._clock_wanted = trio.Event()
 
     # -- the synchronous core of the shell ------------------------------
 
@@ -264,6 +265,7 @@ class Server:
         tracer = self.tracer
         if tracer.io:
             tracer.requests(conn_id, packets)
+        self.engine.set_time(trio.current_time())
         handle = self.engine.handle
         try:
             for packet in packets:
@@ -405,11 +407,21 @@ class Server:
                     continue
                 nursery.start_soon(self.handle_stream, stream)
 
+    def want_clock(self) -> None:
+        """A guest left output unread: expiry ticks are needed until it is gone."""
+        self._clock_wanted.set()
+
     async def run_clock(self) -> None:
-        """Give the engine the time once a second, for its unread-event timeout."""
+        """Expire guests' unread events once a second, but only while some wait:
+        an idle daemon does not wake up (spec 5.7)."""
+        engine = self.engine
         while True:
-            self.engine.expire_events(trio.current_time())
-            await trio.sleep(CLOCK_PERIOD)
+            engine.expire_events(trio.current_time())
+            if engine.guest_output_waiting():
+                await trio.sleep(CLOCK_PERIOD)
+            else:
+                self._clock_wanted = trio.Event()
+                await self._clock_wanted.wait()
 
     def shutdown(self) -> None:
         """Make ``serve`` return: stop accepting and close every connection."""
@@ -465,6 +477,7 @@ async def serve(
                 if xen is not None:
                     server.rings = Rings(server, xen)
                     server.rings.attach_local(xen.dom0_event)
+                    server.rings.discover()
                     nursery.start_soon(server.rings.run)
                 await nursery.start(server.serve_listener, listener)
                 task_status.started(server)

@@ -125,6 +125,26 @@ class Rings:
         else:
             self._detach(effect.conn_id)
 
+    def discover(self) -> None:
+        """Introduce the domains already running whose ring page names its port
+        (C >= 4.21 at start-up; dom0less guests). Others wait for INTRODUCE."""
+        engine = self.server.engine
+        for domid, state in sorted(self.domains.states().items()):
+            if domid in (engine.config.priv_domid, engine.config.store_domid) or state.dying:
+                continue
+            try:
+                mapping = self.grants.map_ring(domid)
+            except OSError:
+                continue  # no xenstore ring: a "no-xenstore" guest
+            page = RingPage(mapping.buffer)
+            port = ServerRing(page).evtchn_port
+            page.release()
+            mapping.close()
+            if port:
+                log.info("domain %d: found running, introducing it (port %d)", domid, port)
+                engine.introduce_domain(domid, port)
+        self.server.flush()
+
     def attach_local(self, dom0_event: int | None) -> None:
         """Serve dom0's kernel: through ``/proc/xen/xsd_kva`` when we run in dom0,
         or by grant and the ``--event`` port when we run in a stub domain (spec 7.6)."""
@@ -233,6 +253,7 @@ class Rings:
                 return
             del conn.outgoing[:sent]
             if conn.outgoing:
+                self.server.want_clock()  # what stays queued may expire
                 return  # the ring is full: the guest's next kick resumes
 
     def _notify(self, conn: RingConnection) -> None:

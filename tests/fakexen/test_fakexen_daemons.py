@@ -41,7 +41,9 @@ XS_WATCH = 4
 XS_WATCH_EVENT = 15
 XS_IS_DOMAIN_INTRODUCED = 17
 XS_SET_FEATURE = 24
+XS_GET_DOMAIN_PATH = 10
 SERVER_FEATURES_OFFSET = 2064
+EVTCHN_PORT_OFFSET = 2076
 TEST_XENSTORE = XEN_BIN / "test-xenstore"
 DAEMONS = {
     "c": (C_XENSTORED, start_c_xenstored),
@@ -229,6 +231,24 @@ def test_set_feature_narrows_what_the_ring_advertises(
         socket_request(d.socket_path, XS_SET_FEATURE, b"5\x002\x00")  # ERROR only
         introduce(d.socket_path, 5, guest.port)
         assert struct.unpack_from("=I", guest.page, SERVER_FEATURES_OFFSET)[0] == 1 | 2
+    finally:
+        guest.close()
+        assert d.stop() == 0
+
+
+def test_running_domain_found_at_start(
+    fakexen_library: Path, fx: FakeXen, tmp_path: Path
+) -> None:
+    """Spec 7.6 (C >= 4.21): a domain already running whose page carries its
+    ``evtchn_port`` (dom0less) is served without an INTRODUCE."""
+    fx.set_domain(9, "running")
+    guest = Guest(fx.root, 9)
+    struct.pack_into("=I", guest.page, EVTCHN_PORT_OFFSET, guest.port)
+    d = start_pyxenstored(fx, tmp_path / "run")
+    try:
+        reply = guest.request(XS_GET_DOMAIN_PATH, b"9\0")
+        assert reply == (XS_GET_DOMAIN_PATH, b"/local/domain/9\0")
+        assert socket_request(d.socket_path, XS_IS_DOMAIN_INTRODUCED, b"9\0") == b"T\0"
     finally:
         guest.close()
         assert d.stop() == 0
