@@ -252,3 +252,22 @@ def test_running_domain_found_at_start(
     finally:
         guest.close()
         assert d.stop() == 0
+
+
+def test_reintroduce_resets_the_connection(daemon: Daemon, fx: FakeXen) -> None:
+    """Spec 1.5: INTRODUCE of a known domain drops its watches and queued
+    output and zeroes the ring indices; the guest then starts afresh."""
+    if daemon.argv[0] == str(OXENSTORED):
+        pytest.skip("oxenstored only rebinds the event channel on re-INTRODUCE (spec 1.5)")
+    guest = _guest(daemon, fx, 5)
+    try:
+        guest.req_id += 1
+        guest.write_req(HEADER.pack(XS_WATCH, guest.req_id, 0, 9) + b"data\0tok\0")
+        guest.read_message()
+        guest.read_message()
+        introduce(daemon.socket_path, 5, guest.port)
+        assert struct.unpack_from("=4I", guest.page, 2048) == (0, 0, 0, 0)
+        tool(daemon, "xenstore-write", "/local/domain/5/data/x", "1")  # no watch left
+        assert guest.request(XS_READ, b"data/x\0") == (XS_READ, b"1")
+    finally:
+        guest.close()
