@@ -3,7 +3,7 @@
 The library and the directory layout it shares with these helpers are
 described in docs/testing.md. This module builds the library, lays out a
 ``$FAKEXEN_DIR`` (dom0's ring and port, the domain list), raises VIRQs, and
-starts Debian's C ``xenstored`` or ``oxenstored`` on top of it.
+starts Debian's C ``xenstored``, ``oxenstored`` or pyxenstored on top of it.
 """
 
 from __future__ import annotations
@@ -16,8 +16,12 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -212,6 +216,30 @@ def start_pyxenstored(fx: FakeXen, rundir: Path, *args: str) -> Daemon:
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=out, cwd=REPO)
     return _wait_for_socket(Daemon(proc, rundir / "socket", env, log, argv))
+
+
+#: Each daemon the scenarios run against: the binary that must exist, and how to start it.
+DAEMONS: dict[str, tuple[Path, Callable[..., Daemon]]] = {
+    "c": (C_XENSTORED, start_c_xenstored),
+    "ocaml": (OXENSTORED, start_oxenstored),
+    "py": (Path(sys.executable), start_pyxenstored),
+}
+
+
+@contextmanager
+def running_daemon(kind: str, fx: FakeXen, rundir: Path, *args: str) -> Iterator[Daemon]:
+    """A daemon of ``kind`` for the length of a test, skipped if not installed;
+    at the end it must stop cleanly (C xenstored dies of SIGTERM, the others
+    catch it and exit 0)."""
+    binary, start = DAEMONS[kind]
+    if not binary.exists():
+        pytest.skip(f"{binary} is not installed (Debian package xen-utils-4.17)")
+    daemon = start(fx, rundir, *args)
+    try:
+        yield daemon
+    finally:
+        status = daemon.stop()
+    assert status in (0, -signal.SIGTERM), f"{daemon.argv[0]} exited with {status}"
 
 
 def socket_request(path: Path, msg_type: int, payload: bytes, timeout: float = 5.0) -> bytes:

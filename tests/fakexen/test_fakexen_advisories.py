@@ -11,7 +11,6 @@ predates a fix or a feature), that parameter is skipped with the reason.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import struct
 import time
@@ -45,19 +44,10 @@ from advisory_support import (
     strings,
     wait_until,
 )
-from fakexen_support import HEADER, build_library
+from fakexen_support import HEADER
 
 #: How long "nothing arrives" is watched for (seconds).
 QUIET = 0.3
-
-
-@pytest.fixture(scope="session")
-def fakexen_library() -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to build tests/fakexen/libfakexen.so")
-    if not Path("/usr/include/xenevtchn.h").exists():
-        pytest.skip("libxen-dev headers (xenevtchn.h) are not installed")
-    return build_library()
 
 
 @pytest.fixture(params=KINDS)

@@ -8,18 +8,15 @@ stops it at teardown.
 
 from __future__ import annotations
 
-import shutil
-import signal
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fakexen_support import (
-    C_XENSTORED,
+    DAEMONS,
     HEADER,
     OXENSTORED,
     XEN_BIN,
@@ -28,11 +25,9 @@ from fakexen_support import (
     XS_WRITE,
     Daemon,
     FakeXen,
-    build_library,
     introduce,
+    running_daemon,
     socket_request,
-    start_c_xenstored,
-    start_oxenstored,
     start_pyxenstored,
 )
 from guest import Guest
@@ -45,41 +40,14 @@ XS_GET_DOMAIN_PATH = 10
 SERVER_FEATURES_OFFSET = 2064
 EVTCHN_PORT_OFFSET = 2076
 TEST_XENSTORE = XEN_BIN / "test-xenstore"
-DAEMONS = {
-    "c": (C_XENSTORED, start_c_xenstored),
-    "ocaml": (OXENSTORED, start_oxenstored),
-    "py": (Path(sys.executable), start_pyxenstored),
-}
-
-
-@pytest.fixture(scope="session")
-def fakexen_library() -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to build tests/fakexen/libfakexen.so")
-    if not Path("/usr/include/xenevtchn.h").exists():
-        pytest.skip("libxen-dev headers (xenevtchn.h) are not installed")
-    return build_library()
-
-
-@pytest.fixture
-def fx(tmp_path: Path) -> FakeXen:
-    return FakeXen(tmp_path / "fx")
 
 
 @pytest.fixture(params=sorted(DAEMONS))
 def daemon(
     request: pytest.FixtureRequest, fakexen_library: Path, fx: FakeXen, tmp_path: Path
 ) -> Iterator[Daemon]:
-    binary, start = DAEMONS[request.param]
-    if not binary.exists():
-        pytest.skip(f"{binary} is not installed (Debian package xen-utils-4.17)")
-    d = start(fx, tmp_path / "run")
-    try:
+    with running_daemon(request.param, fx, tmp_path / "run") as d:
         yield d
-    finally:
-        status = d.stop()
-    # C xenstored dies of SIGTERM; oxenstored and pyxenstored catch it and exit 0.
-    assert status in (0, -signal.SIGTERM), f"{d.argv[0]} exited with {status}"
 
 
 def tool(daemon: Daemon, *argv: str) -> str:

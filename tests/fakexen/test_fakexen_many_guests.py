@@ -24,8 +24,6 @@ against Debian's C xenstored on the stand-in when it is installed.
 
 from __future__ import annotations
 
-import shutil
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,12 +31,9 @@ from pathlib import Path
 import pytest
 import trio
 from fakexen_support import (
-    C_XENSTORED,
     Daemon,
     FakeXen,
-    build_library,
-    start_c_xenstored,
-    start_pyxenstored,
+    running_daemon,
 )
 from ring_guest import RingGuest
 
@@ -86,35 +81,12 @@ def group_of(domid: int) -> int:
     return (domid - 1) // GROUP_SIZE
 
 
-@pytest.fixture(scope="session")
-def fakexen_library() -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to build tests/fakexen/libfakexen.so")
-    if not Path("/usr/include/xenevtchn.h").exists():
-        pytest.skip("libxen-dev headers (xenevtchn.h) are not installed")
-    return build_library()
-
-
-@pytest.fixture
-def fx(tmp_path: Path) -> FakeXen:
-    return FakeXen(tmp_path / "fx")
-
-
 @pytest.fixture(params=["py", "c"])
 def daemon(
     request: pytest.FixtureRequest, fakexen_library: Path, fx: FakeXen, tmp_path: Path
 ) -> Iterator[Daemon]:
-    if request.param == "py":
-        d = start_pyxenstored(fx, tmp_path / "run")
-    elif not C_XENSTORED.exists():
-        pytest.skip(f"{C_XENSTORED} is not installed (Debian package xen-utils-4.17)")
-    else:
-        d = start_c_xenstored(fx, tmp_path / "run")
-    try:
+    with running_daemon(request.param, fx, tmp_path / "run") as d:
         yield d
-    finally:
-        status = d.stop()
-    assert status in (0, -signal.SIGTERM), f"{d.argv[0]} exited with {status}"
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ the daemon's event-channel notifications reach it.
 
 from __future__ import annotations
 
-import shutil
-import signal
 import struct
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,9 +20,7 @@ from fakexen_support import (
     C_XENSTORED,
     Daemon,
     FakeXen,
-    build_library,
-    start_c_xenstored,
-    start_pyxenstored,
+    running_daemon,
 )
 from ring_guest import RingGuest
 
@@ -43,35 +39,12 @@ HOME = f"/local/domain/{DOMID}"
 DEADLINE = 20
 
 
-@pytest.fixture(scope="session")
-def fakexen_library() -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to build tests/fakexen/libfakexen.so")
-    if not Path("/usr/include/xenevtchn.h").exists():
-        pytest.skip("libxen-dev headers (xenevtchn.h) are not installed")
-    return build_library()
-
-
-@pytest.fixture
-def fx(tmp_path: Path) -> FakeXen:
-    return FakeXen(tmp_path / "fx")
-
-
 @pytest.fixture(params=["c", "py"])
 def daemon(
     request: pytest.FixtureRequest, fakexen_library: Path, fx: FakeXen, tmp_path: Path
 ) -> Iterator[Daemon]:
-    if request.param == "py":
-        d = start_pyxenstored(fx, tmp_path / "run")
-    elif not C_XENSTORED.exists():
-        pytest.skip(f"{C_XENSTORED} is not installed (Debian package xen-utils-4.17)")
-    else:
-        d = start_c_xenstored(fx, tmp_path / "run")
-    try:
+    with running_daemon(request.param, fx, tmp_path / "run") as d:
         yield d
-    finally:
-        status = d.stop()
-    assert status in (0, -signal.SIGTERM), f"{d.argv[0]} exited with {status}"
 
 
 @pytest.fixture

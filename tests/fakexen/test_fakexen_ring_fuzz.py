@@ -10,24 +10,20 @@ few actions a well-behaved guest and dom0 must still get correct answers.
 from __future__ import annotations
 
 import random
-import signal
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fakexen_support import (
-    C_XENSTORED,
     HEADER,
     XS_READ,
     XS_WRITE,
     Daemon,
     FakeXen,
-    build_library,
     introduce,
+    running_daemon,
     socket_request,
-    start_c_xenstored,
-    start_pyxenstored,
 )
 from guest import Guest
 
@@ -38,29 +34,12 @@ RECONNECT = 1
 SEED = 20261125
 
 
-@pytest.fixture(scope="module")
-def library() -> Path:
-    return build_library()
-
-
-@pytest.fixture
-def fx(tmp_path: Path) -> FakeXen:
-    return FakeXen(tmp_path / "fx")
-
-
 @pytest.fixture(params=["py", "c"])
 def daemon(
-    request: pytest.FixtureRequest, library: Path, fx: FakeXen, tmp_path: Path
+    request: pytest.FixtureRequest, fakexen_library: Path, fx: FakeXen, tmp_path: Path
 ) -> Iterator[Daemon]:
-    if request.param == "c" and not C_XENSTORED.exists():
-        pytest.skip(f"{C_XENSTORED} is not installed")
-    start = start_pyxenstored if request.param == "py" else start_c_xenstored
-    d = start(fx, tmp_path / "run")
-    try:
+    with running_daemon(request.param, fx, tmp_path / "run") as d:
         yield d
-    finally:
-        status = d.stop()
-    assert status in (0, -signal.SIGTERM), f"{d.argv[0]} exited with {status}"
 
 
 def _introduced(d: Daemon, fx: FakeXen, domid: int) -> Guest:
