@@ -13,7 +13,6 @@ from __future__ import annotations
 import select
 import socket
 import struct
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +24,8 @@ from fakexen_support import (
     XS_ERROR,
     Daemon,
     FakeXen,
-    _daemon_env,
-    _wait_for_socket,
     start_c_xenstored,
+    start_oxenstored,
     start_pyxenstored,
 )
 from guest import Guest
@@ -237,26 +235,6 @@ def wait_until(predicate: Callable[[], object], what: str, timeout: float = 5.0)
         time.sleep(0.01)
 
 
-def start_oxenstored_with(fx: FakeXen, rundir: Path, extra_conf: str = "") -> Daemon:
-    """fakexen_support.start_oxenstored, with extra ``oxenstored.conf`` lines."""
-    rundir.mkdir(parents=True, exist_ok=True)
-    conf = rundir / "oxenstored.conf"
-    conf.write_text(
-        f"pid-file = {rundir}/xenstored.pid\n"
-        "persistent = false\n"
-        f"xenstored-log-file = {rundir}/xenstored.log\n"
-        f"access-log-file = {rundir}/access.log\n"
-        "xenstored-kva = /proc/xen/xsd_kva\n"
-        "xenstored-port = /proc/xen/xsd_port\n" + extra_conf
-    )
-    log = rundir / "oxenstored.out"
-    argv = [str(OXENSTORED), "--no-fork", "--config-file", str(conf)]
-    env = _daemon_env(fx, rundir)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=out)
-    return _wait_for_socket(Daemon(proc, rundir / "socket", env, log, argv))
-
-
 def launch(kind: str, fx: FakeXen, rundir: Path, nodes_quota: int | None = None) -> Daemon:
     """Start daemon ``kind`` (c, ocaml, py), optionally with a nodes quota
     (``-E`` for C and pyxenstored, ``quota-maxentity`` for oxenstored)."""
@@ -266,7 +244,7 @@ def launch(kind: str, fx: FakeXen, rundir: Path, nodes_quota: int | None = None)
     if kind == "py":
         return start_pyxenstored(fx, rundir, *args)
     extra = f"quota-maxentity = {nodes_quota}\n" if nodes_quota is not None else ""
-    return start_oxenstored_with(fx, rundir, extra)
+    return start_oxenstored(fx, rundir, extra_conf=extra)
 
 
 class Harness:

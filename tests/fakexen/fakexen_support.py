@@ -31,6 +31,7 @@ C_XENSTORED = XEN_BIN / "xenstored"
 OXENSTORED = XEN_BIN / "oxenstored"
 
 PAGE_SIZE = 4096
+MAX_PORT = 4096
 VIRQ_DOM_EXC = 3
 DOM0_PORT = 1  # dom0 kernel's end of its xenstore channel (/proc/xen/xsd_port)
 
@@ -42,6 +43,25 @@ XS_WRITE = 11
 XS_SET_PERMS = 14
 XS_ERROR = 16
 HEADER = struct.Struct("<IIII")  # type, req_id, tx_id, len
+
+
+def allocate_unbound_port(evtchn_dir: Path, domid: int) -> tuple[socket.socket, int]:
+    """Bind a non-blocking datagram socket at the lowest free ``<domid>-<p>.sock``.
+
+    The same rule as the library's: ``bind`` fails on any existing path, so
+    allocation is atomic across processes.
+    """
+    evtchn_dir.mkdir(parents=True, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for port in range(1, MAX_PORT):
+        try:
+            sock.bind(str(evtchn_dir / f"{domid}-{port}.sock"))
+        except OSError:
+            continue
+        sock.setblocking(False)
+        return sock, port
+    sock.close()
+    raise RuntimeError(f"no free event channel port for domain {domid}")
 
 
 def build_library() -> Path:
@@ -175,9 +195,10 @@ def start_c_xenstored(fx: FakeXen, rundir: Path, *args: str) -> Daemon:
     return _wait_for_socket(Daemon(proc, rundir / "socket", _daemon_env(fx, rundir), log, argv))
 
 
-def start_oxenstored(fx: FakeXen, rundir: Path, *args: str) -> Daemon:
+def start_oxenstored(fx: FakeXen, rundir: Path, *args: str, extra_conf: str = "") -> Daemon:
     """Debian's oxenstored; its compiled-in /var/run/xenstored is redirected
-    to ``rundir`` by the library, the rest is set in a private config."""
+    to ``rundir`` by the library, the rest is set in a private config (plus
+    ``extra_conf`` lines, e.g. quotas)."""
     rundir.mkdir(parents=True, exist_ok=True)
     conf = rundir / "oxenstored.conf"
     conf.write_text(
@@ -186,7 +207,7 @@ def start_oxenstored(fx: FakeXen, rundir: Path, *args: str) -> Daemon:
         f"xenstored-log-file = {rundir}/xenstored.log\n"
         f"access-log-file = {rundir}/access.log\n"
         "xenstored-kva = /proc/xen/xsd_kva\n"
-        "xenstored-port = /proc/xen/xsd_port\n"
+        "xenstored-port = /proc/xen/xsd_port\n" + extra_conf
     )
     log = rundir / "oxenstored.out"
     argv = [str(OXENSTORED), "--no-fork", "--config-file", str(conf), *args]

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import mmap
 import select
-import socket
 import struct
 import time
 from pathlib import Path
+
+from fakexen_support import allocate_unbound_port
 
 RING_SIZE = 1024
 REQ_OFF, RSP_OFF = 0, 1024
@@ -42,23 +43,8 @@ class Guest:
             ring.write_bytes(bytes(PAGE_SIZE))
         with open(ring, "r+b") as f:
             self.page = mmap.mmap(f.fileno(), PAGE_SIZE, mmap.MAP_SHARED)
-        self.sock, self.port = self._alloc_unbound()
+        self.sock, self.port = allocate_unbound_port(self.root / "evtchn", domid)
         self.req_id = 0
-
-    def _alloc_unbound(self) -> tuple[socket.socket, int]:
-        # Same rule as the library: the lowest port whose path binds.
-        evtchn = self.root / "evtchn"
-        evtchn.mkdir(exist_ok=True)
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        for port in range(1, 4096):
-            try:
-                s.bind(str(evtchn / f"{self.domid}-{port}.sock"))
-            except OSError:
-                continue
-            s.setblocking(False)
-            return s, port
-        s.close()
-        raise RuntimeError("no free event channel port")
 
     def close(self) -> None:
         self.sock.close()

@@ -27,38 +27,18 @@ be tested against a hostile guest. That lives here, in test code, not in
 from __future__ import annotations
 
 import mmap
-import socket
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import trio
+from fakexen_support import allocate_unbound_port
 
 from pyxenstored.client import Client
 from pyxenstored.client.ring import DEFAULT_POLL_INTERVAL, open_ring_client
 from pyxenstored.ring import RING_SIZE, GuestRing, RingPage
 
 PAGE_SIZE = 4096
-MAX_PORT = 4096
 _IDX_MASK = 0xFFFF_FFFF
-
-
-def allocate_unbound_port(evtchn_dir: Path, domid: int) -> tuple[socket.socket, int]:
-    """Bind a non-blocking datagram socket at the lowest free ``<domid>-<p>.sock``.
-
-    The same rule as the library's (and ``guest.py``'s): ``bind`` fails on
-    any existing path, so allocation is atomic across processes.
-    """
-    evtchn_dir.mkdir(parents=True, exist_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    for port in range(1, MAX_PORT):
-        try:
-            sock.bind(str(evtchn_dir / f"{domid}-{port}.sock"))
-        except OSError:
-            continue
-        sock.setblocking(False)
-        return sock, port
-    sock.close()
-    raise RuntimeError(f"no free event channel port for domain {domid}")
 
 
 class EvtchnDoorbell:
