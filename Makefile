@@ -29,7 +29,7 @@ test: $(STAMP) debs lint
 	$(VPY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pyxenstored tests bench
+	$(VENV)/bin/ruff check pyxenstored tests bench fuzz
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
