@@ -304,7 +304,13 @@ class Rings:
     # -- the event loop -------------------------------------------------
 
     def check_domains(self) -> None:
-        states = self.domains.states()
+        try:
+            states = self.domains.states()
+        except OSError as exc:
+            # Better to miss one change than to stop serving: the next
+            # VIRQ_DOM_EXC brings a fresh scan.
+            log.error("cannot read domain states: %s", exc)
+            return
         self.server.engine.check_domains(
             {domid: DomainStatus(state.shutdown, state.dying) for domid, state in states.items()}
         )
