@@ -588,9 +588,15 @@ class Engine:
         """
         announce = False
         for domain in list(self.domains.domains.values()):
-            if not domain.introduced or domain.domid == self.config.priv_domid:
+            if domain.domid == self.config.priv_domid:
                 continue
             status = statuses.get(domain.domid)
+            if not domain.introduced:
+                # A record made for a quota, feature or ACL entry: C frees it
+                # when the domain goes, and grants to it must not outlive it.
+                if status is None or status.dying:
+                    self.destroy_domain(domain.domid, announce=False)
+                continue
             if status is None or status.dying:
                 self._domain_gone(domain)
                 continue
@@ -636,8 +642,11 @@ class Engine:
         conn = self.connections.get(conn_id)
         return self.limit(conn, "outstanding") if conn is not None else 0
 
-    def destroy_domain(self, domid: int) -> None:
-        """A domain is gone: its nodes, ACL entries and record go too (spec 3.6)."""
+    def destroy_domain(self, domid: int, announce: bool = True) -> None:
+        """A domain is gone: its nodes, ACL entries and record go too (spec 3.6).
+
+        ``announce`` fires ``@releaseDomain``, which only introduced domains do.
+        """
         priv = self.config.priv_domid
         stripped: list[tuple[str, Perms]] = []
         orphans: list[str] = []
@@ -653,14 +662,17 @@ class Engine:
             orphan = self.tree.get(path)
             if orphan is None:
                 continue
-            # The root and the special nodes must outlive any domain: they go to priv.
+            # The root and the special nodes must outlive any domain: they go
+            # to priv, without the dead domain's own ACL entries (XSA-417).
             if self.config.keep_orphans or path[0] == "@" or path == "/":
-                self.tree.set_perms(path, (Perm(orphan.perms[0].flags, priv), *orphan.perms[1:]))
+                handed = (Perm(orphan.perms[0].flags, priv), *orphan.perms[1:])
+                self.tree.set_perms(path, without_domain(handed, domid))
             else:
                 nodes.remove_subtree(self.tree, path, self.fire)
         self.domains.remove(domid)
         self.tree.accounting.forget(domid)
-        self.fire_special("@releaseDomain", domid)
+        if announce:
+            self.fire_special("@releaseDomain", domid)
 
     def _all_nodes(self) -> list[tuple[str, Node]]:
         """Every node, parents before children, then the special nodes."""

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import attrs
 
 from pyxenstored.protocol.ops import Op
-from pyxenstored.protocol.wire import PAYLOAD_MAX, encode
+from pyxenstored.protocol.wire import HEADER_SIZE, PAYLOAD_MAX, encode
 
 
 class _Message(NamedTuple):
@@ -58,7 +58,7 @@ class Outbox:
         key: tuple[str, str] | tuple[()] = _NOT_COLLAPSIBLE if path[:1] == "@" else (path, token)
         if key and key in self.pending_events:
             return False
-        if self.size + len(payload) > self.limit:
+        if self.size + HEADER_SIZE + len(payload) > self.limit:
             self.dropped_events += 1
             return False
         if key:

@@ -115,3 +115,12 @@ def test_expire_drops_old_events_only() -> None:
     assert box.dropped_events == 1
     assert [payload for _, payload in packets(box)] == [b"OK\0", b"/new\0t\0"]
     assert box.event("/old", "t")  # its pending mark went with it
+
+
+def test_byte_limit_counts_the_header() -> None:
+    """XSA-326: the cap bounds what is queued on the wire, header included."""
+    box = Outbox(42)
+    assert box.event("/a", "t")  # 16 + 5
+    assert box.event("/b", "t")  # 42 in all: at the cap
+    assert not box.event("/c", "t")
+    assert box.size == 42
