@@ -412,10 +412,13 @@ class Engine:
         """A failed change inside a transaction fails the whole transaction (XSA-414/415).
 
         Permission and lookup errors change nothing and leave it usable;
-        only quota refusals, which C reports after partial work, mark it.
+        quota refusals mark it, as C reports them after partial work, except
+        those C makes before writing anything.
         """
         try:
             operation()
+        except nodes.RefusedBeforeWriting:
+            raise
         except XenstoreError as error:
             if tx is not None and error.name in ("ENOSPC", "ENOMEM"):
                 tx.failed = True
@@ -511,8 +514,12 @@ class Engine:
         if tx.conflicts():
             raise XenstoreError("EAGAIN")
         tx.apply()
-        for path, (mode, old_perms) in tx.events.items():
-            self.fire(path, mode, None, old_perms)
+        # C fires per node in first-access order (spec 5.2).
+        events = tx.events
+        for path in tx.accessed:
+            queued = events.get(path)
+            if queued is not None:
+                self.fire(path, queued[0], None, queued[1])
         return OK_PAYLOAD
 
     def _drop_transactions(self, conn: Connection) -> None:

@@ -39,6 +39,11 @@ class Caller:
 Notify = Callable[[str, int, Node | None, Perms | None], None]
 
 
+class RefusedBeforeWriting(XenstoreError):
+    """A quota refusal that C makes before writing anything, so it does not
+    fail an enclosing transaction (``create_node``'s check of its first node)."""
+
+
 def errno_from_parents(view: NodeView, caller: Caller, path: str, error: str, perm: int) -> str:
     """Hide a missing or forbidden node behind the nearest ancestor's permissions.
 
@@ -90,7 +95,10 @@ def _create(view: NodeView, caller: Caller, path: str, value: bytes) -> Node:
     missing.reverse()
     perms = parent.perms if caller.privileged else with_owner(parent.perms, caller.domid)
     if caller.node_limit and caller.nodes_used + len(missing) >= caller.node_limit:
-        raise XenstoreError("ENOSPC")
+        # C writes the deepest node first, then each parent: refused at once
+        # only if even one more node is too many; else after partial work.
+        first_fits = caller.nodes_used + 1 < caller.node_limit
+        raise XenstoreError("ENOSPC") if first_fits else RefusedBeforeWriting("ENOSPC")
     first_name = missing[0][len(parent_path) + (parent_path != "/") :]
     _check_size(caller, parent.size() + len(first_name) + 1)
     record = NODE_HEADER_SIZE + PERM_SIZE * len(perms)

@@ -59,6 +59,10 @@ class WatchRegistry:
     def subtree(self, path: str) -> Iterator[Watch]:
         """Watches on ``path`` or an ancestor whose depth reaches ``path``."""
         by_path = self.by_path
+        if path[0] == "@":
+            # ``@`` nodes are nobody's descendants, not even ``/``'s (C ``is_child``).
+            yield from by_path.get(path, ())
+            return
         event_depth = depth_of(path)
         for ancestor in ancestors_and_self(path):
             watches = by_path.get(ancestor)

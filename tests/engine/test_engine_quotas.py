@@ -65,16 +65,30 @@ def test_node_quota_does_not_limit_dom0_writes_into_guest_tree(world: World) -> 
 
 
 def test_node_quota_at_transaction_commit(world: World) -> None:
-    """Spec 6.1 nodes: checked per creation inside the transaction too."""
+    """Spec 6.1 nodes: checked per creation inside the transaction too. C
+    refuses a single new node before writing anything, so the transaction
+    stays usable (``create_node``) and commits what fitted."""
     h = world.h
     h.set_quota(5, "nodes", used_nodes(world) + 3)
     tx = h.start(world.g5)
     h.write_ok(world.g5, "data/t1", b"", tx=tx)
     h.write_ok(world.g5, "data/t2", b"", tx=tx)
     assert h.write(world.g5, "data/t3", b"", tx=tx)[1] == b"ENOSPC\0"
-    # A failed in-transaction write fails the commit (spec 4.1).
+    assert h.end(world.g5, tx) == "OK"
+    assert h.read(world.g5, "data/t2") == b""
+    assert h.err(world.g5, Op.READ, "data/t3") == "ENOENT"
+    assert used_nodes(world) == h.recount(5)
+
+
+def test_node_quota_refused_after_partial_work_fails_the_transaction(world: World) -> None:
+    """Spec 4.1 / XSA-414: a deep path refused part-way (C has written the
+    deepest node) fails the transaction: its commit answers ENOMEM."""
+    h = world.h
+    h.set_quota(5, "nodes", used_nodes(world) + 2)
+    tx = h.start(world.g5)
+    assert h.write(world.g5, "data/a/b/c", b"", tx=tx)[1] == b"ENOSPC\0"
     assert h.end(world.g5, tx) == "ENOMEM"
-    assert h.err(world.g5, Op.READ, "data/t1") == "ENOENT"
+    assert h.err(world.g5, Op.READ, "data/a") == "ENOENT"
     assert used_nodes(world) == h.recount(5)
 
 

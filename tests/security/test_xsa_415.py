@@ -74,7 +74,13 @@ def test_random_transactions_keep_the_tree_sound(h: Harness, seed: int) -> None:
             else:
                 type_, reply = h.request(conn, Op.SET_PERMS, path, rng.choice(
                     ["n5", "n6", "b5", "r6", "n0"]), tx=tx)
-            if type_ == ERROR and reply in (b"ENOSPC\0", b"ENOMEM\0") and tx:
+            # A refusal after partial work fails the transaction (C marks it);
+            # one made before writing anything leaves it usable (spec 4.1).
+            newly_failed = (
+                tx and not txs[index][1] and h.engine.connections[conn].transactions[tx].failed
+            )
+            if type_ == ERROR and newly_failed:
+                assert reply in (b"ENOSPC\0", b"ENOMEM\0"), reply
                 txs[index] = (tx, True)
         problems = h.consistent()
         assert problems == [], f"seed {seed} step {step}: {problems}"
