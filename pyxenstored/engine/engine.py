@@ -543,7 +543,9 @@ class Engine:
         """
         domain = self.domains.find_or_create(domid, self.tree.generation)
         if domain is None:
-            raise XenstoreError("EINVAL")
+            # C allocates the record anyway and fails to map the missing
+            # domain's ring, which Xen answers with ENOENT.
+            raise XenstoreError("ENOENT")
         domain.port = port
         if not domain.introduced:
             domain.introduced = True

@@ -10,6 +10,13 @@ from pyxenstored.engine.domains import DomainStatus
 from pyxenstored.protocol.ops import Op
 
 
+class _OnlyDom0:
+    """A hypervisor that knows no domain but dom0."""
+
+    def exists(self, domid: int) -> bool:
+        return domid == 0
+
+
 def _release_watches(h: Harness) -> None:
     h.watch(h.dom0, "@releaseDomain", "plain")
     h.watch(h.dom0, "@releaseDomain", "depth", "1")
@@ -113,3 +120,10 @@ def test_unread_events_expire_for_guests_only() -> None:
     h.engine.expire_events(121.0)
     assert h.events(guest) == []
     assert h.events(h.dom0) == [("/local/domain/5/x", "d")]
+
+
+def test_introduce_of_a_domain_the_hypervisor_lacks_is_enoent() -> None:
+    """Spec 1.5: C cannot map a missing domain's ring: ENOENT (found by fuzz diff)."""
+    h = Harness()
+    h.engine.domains.info = _OnlyDom0()
+    assert h.err(h.dom0, Op.INTRODUCE, "7", "1", "3") == "ENOENT"
