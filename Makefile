@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEBS := xenstore-utils xen-utils-4.17 libxen-dev gcc make
 RUN_DIR := $(CURDIR)/run
 
-.PHONY: run test lint bench debs venv clean
+.PHONY: run test lint bench fuzz debs venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VPY) -m bench
+
+# Long campaigns: OPS differential operations against C xenstored under the
+# stand-in, then SECONDS of live fuzzing of pyxenstored (python -m fuzz --help).
+OPS ?= 100000
+SECONDS ?= 300
+fuzz: $(STAMP) debs
+	$(VPY) -m fuzz diff --ops $(OPS) --against c
+	$(VPY) -m fuzz live --seconds $(SECONDS)
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR)
