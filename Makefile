@@ -36,12 +36,12 @@ bench: $(STAMP)
 	$(VPY) -m bench
 
 # Long campaigns: OPS differential operations against C xenstored under the
-# stand-in, then SECONDS of live fuzzing of pyxenstored (python -m fuzz --help).
+# stand-in, then FUZZ_SECONDS of live fuzzing of pyxenstored (python -m fuzz --help).
 OPS ?= 100000
-SECONDS ?= 300
+FUZZ_SECONDS ?= 300
 fuzz: $(STAMP) debs
 	$(VPY) -m fuzz diff --ops $(OPS) --against c
-	$(VPY) -m fuzz live --seconds $(SECONDS)
+	$(VPY) -m fuzz live --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR)
