@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pyxenstored.ring.indices import BadRingError, advance, checked_used, spans
+from pyxenstored.ring.indices import BadRingError, advance, checked_used, copy_in, copy_out
 from pyxenstored.ring.layout import RING_SIZE, Connection, Feature, RingPage
 from pyxenstored.ring.ring import no_fence
 
@@ -72,11 +72,7 @@ class GuestRing:
             n = min(space, view.nbytes)
             if n <= 0:
                 return 0
-            offset, first, second = spans(prod, n)
-            req = self.page.req
-            req[offset : offset + first] = view[:first]
-            if second:
-                req[0:second] = view[first:n]
+            copy_in(self.page.req, prod, view[:n])
             self._fence()
             iface.req_prod = advance(prod, n)
             return n
@@ -90,11 +86,7 @@ class GuestRing:
         n = min(checked_used(prod, cons), max_bytes)
         if n <= 0:
             return b""
-        offset, first, second = spans(cons, n)
-        rsp = self.page.rsp
-        data: bytes = rsp[offset : offset + first]
-        if second:
-            data += rsp[0:second]
+        data = copy_out(self.page.rsp, cons, n)
         self._fence()
         iface.rsp_cons = advance(cons, n)
         return data

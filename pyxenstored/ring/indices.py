@@ -1,4 +1,4 @@
-"""Ring index arithmetic on plain ints (spec 7.2); no page access here.
+"""Ring index arithmetic on plain ints (spec 7.2), and copying across the wrap.
 
 Indices are free-running u32 byte counters: the producer index counts bytes
 ever written, the consumer index bytes ever read, both wrapping at 2**32.
@@ -8,6 +8,8 @@ than a ring's worth ahead, garbage) is a bad ring (XSA-38).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from pyxenstored.ring.layout import IDX_MASK, RING_MASK, RING_SIZE, RingError
 
@@ -53,3 +55,20 @@ def spans(start: int, n: int) -> tuple[int, int, int]:
     offset = start & RING_MASK
     first = min(n, RING_SIZE - offset)
     return offset, first, n - first
+
+
+def copy_out(buf: Any, index: int, n: int) -> bytes:
+    """``n`` bytes of a ring buffer from free-running ``index``, across the wrap."""
+    offset, first, second = spans(index, n)
+    data: bytes = buf[offset : offset + first]
+    if second:
+        data += buf[0:second]
+    return data
+
+
+def copy_in(buf: Any, index: int, data: memoryview) -> None:
+    """Place ``data`` (at most a ring's worth) at free-running ``index``, across the wrap."""
+    offset, first, second = spans(index, len(data))
+    buf[offset : offset + first] = data[:first]
+    if second:
+        buf[0:second] = data[first:]

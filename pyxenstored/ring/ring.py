@@ -62,7 +62,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pyxenstored.ring.indices import BadRingError, advance, checked_used, spans
+from pyxenstored.ring.indices import BadRingError, advance, checked_used, copy_in, copy_out
 from pyxenstored.ring.layout import RING_SIZE, Connection, Feature, RingError, RingPage
 
 
@@ -245,11 +245,7 @@ class ServerRing:
         n = min(avail, max_bytes)
         if n <= 0:
             return b""
-        offset, first, second = spans(cons, n)
-        req = self.page.req
-        data: bytes = req[offset : offset + first]
-        if second:
-            data += req[0:second]
+        data = copy_out(self.page.req, cons, n)
         self._fence()
         iface.req_cons = advance(cons, n)
         self._notify = True
@@ -279,11 +275,7 @@ class ServerRing:
             n = min(space, view.nbytes)
             if n <= 0:
                 return 0
-            offset, first, second = spans(prod, n)
-            rsp = self.page.rsp
-            rsp[offset : offset + first] = view[:first]
-            if second:
-                rsp[0:second] = view[first:n]
+            copy_in(self.page.rsp, prod, view[:n])
             self._fence()
             iface.rsp_prod = advance(prod, n)
             self._notify = True
