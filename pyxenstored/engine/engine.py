@@ -442,7 +442,9 @@ class Engine:
         self.watches.add(watch)
         self.tree.accounting.of(conn.domid).watches += 1
         self._reply_now(conn, Op.WATCH, OK_PAYLOAD)
-        conn.outbox.initial_event(watch.event_path(path), req.token, self._now)
+        # Unfiltered, but otherwise an ordinary event: C sends it with
+        # ``send_event``, which collapses it into an identical unsent one.
+        conn.outbox.event(watch.event_path(path), req.token, self._now)
         return None
 
     def _reply_now(self, conn: Connection, op: int, payload: bytes) -> None:

@@ -25,7 +25,7 @@ from pyxenstored.protocol.wire import HEADER_SIZE, PAYLOAD_MAX, encode
 class _Message(NamedTuple):
     data: bytes
     #: None for a reply; the (path, token) of a collapsible event; () for
-    #: events that are never collapsed (initial and ``@`` events).
+    #: ``@`` events, which are never collapsed.
     event: tuple[str, str] | tuple[()] | None
     #: The engine's clock reading when it was queued, for expiry.
     queued_at: float
@@ -63,23 +63,10 @@ class Outbox:
             return False
         if key:
             self.pending_events.add(key)
-        self._queue_event(payload, key, now)
-        return True
-
-    def initial_event(self, path: str, token: str, now: float = 0.0) -> None:
-        """The unconditional event after WATCH (spec 5.1): not collapsed or filtered."""
-        payload = f"{path}\0{token}\0".encode("latin-1")
-        if len(payload) > PAYLOAD_MAX:
-            self.dropped_events += 1
-            return
-        self._queue_event(payload, _NOT_COLLAPSIBLE, now)
-
-    def _queue_event(
-        self, payload: bytes, key: tuple[str, str] | tuple[()], now: float
-    ) -> None:
         message = encode(Op.WATCH_EVENT, 0, 0, payload)
         self.messages.append(_Message(message, key, now))
         self.size += len(message)
+        return True
 
     def take(self, max_bytes: int | None = None) -> bytes:
         """Whole messages from the front: all of them, or as many as fit in

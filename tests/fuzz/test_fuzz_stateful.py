@@ -43,7 +43,6 @@ from pyxenstored.store.permissions import owner
 #: The stateful run tells the model to mimic them so that it keeps exploring;
 #: each xfail(strict=True) test pins the C behaviour and flips when fixed.
 ENGINE_DEVIATIONS = (
-    "initial_event_never_collapses",
     "commit_quota_only_if_nodes_added",
     "commit_filter_after_whole_commit",
 )
@@ -288,7 +287,6 @@ def test_root_watch_does_not_see_special_node_set_perms() -> None:
     d.send("dom0", Op.SET_PERMS, _payload("@releaseDomain", "n0", "r32757"))
 
 
-@pytest.mark.xfail(strict=True, reason="engine: the initial WATCH event never collapses")
 def test_initial_watch_event_collapses_into_pending_identical_event() -> None:
     """Spec 5.3, C ``do_watch`` -> ``send_event``: the initial event goes through the
     same duplicate check, so it is dropped when an identical event is still unsent."""

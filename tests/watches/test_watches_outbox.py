@@ -61,21 +61,6 @@ def test_byte_limit_drops_events_but_not_replies() -> None:
     assert len(packets(box)) == 8
 
 
-def test_initial_event_is_not_collapsed_or_limited_by_pending() -> None:
-    box = Outbox(10_000)
-    assert box.event("/a", "t")
-    box.initial_event("/a", "t")
-    assert box.event("/b", "t")
-    assert [payload for _, payload in packets(box)] == [b"/a\0t\0", b"/a\0t\0", b"/b\0t\0"]
-
-
-def test_initial_event_over_4096_dropped() -> None:
-    box = Outbox(100_000)
-    box.initial_event("/a", "t" * 5000)
-    assert box.take() == b""
-    assert box.dropped_events == 1
-
-
 def test_latin1_round_trip() -> None:
     box = Outbox(10_000)
     assert box.event("/a", "\xff\x01")
