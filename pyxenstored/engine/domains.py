@@ -39,11 +39,6 @@ class Domain:
     features: int = SUPPORTED_FEATURES
     introduced: bool = False
     conn_id: int | None = None
-    port: int = 0
-    #: SET_TARGET: this domain also acts as ``target``.
-    target: int | None = None
-    #: The domain table's generation when the record was made (XSA-322).
-    generation: int = 0
     #: Its shutdown has been announced on ``@releaseDomain``; RESUME re-arms it.
     shutdown_reported: bool = False
 
@@ -65,7 +60,7 @@ class DomainTable:
     def get(self, domid: int) -> Domain | None:
         return self.domains.get(domid)
 
-    def find_or_create(self, domid: int, generation: int = 0) -> Domain | None:
+    def find_or_create(self, domid: int) -> Domain | None:
         """The record for a domain the hypervisor knows, created on demand (C
         ``find_or_alloc_existing_domain``); None for an unknown domain."""
         domain = self.domains.get(domid)
@@ -74,7 +69,6 @@ class DomainTable:
                 domid,
                 dict(self.config.hard_quotas),
                 dict(self.config.soft_quotas),
-                generation=generation,
             )
             self.domains[domid] = domain
         return domain

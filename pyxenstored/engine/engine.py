@@ -29,6 +29,7 @@ from pyxenstored.engine.domains import (
 )
 from pyxenstored.engine.nodes import Caller
 from pyxenstored.protocol import requests
+from pyxenstored.protocol.args import parse_domid
 from pyxenstored.protocol.errors import XenstoreError
 from pyxenstored.protocol.ops import Op
 from pyxenstored.protocol.wire import OK_PAYLOAD, PAYLOAD_MAX, Packet, encode, error_payload
@@ -543,12 +544,11 @@ class Engine:
         Records the domain and gives it a connection whose ring the shell
         attaches; a known domain's connection is reset and its port rebound.
         """
-        domain = self.domains.find_or_create(domid, self.tree.generation)
+        domain = self.domains.find_or_create(domid)
         if domain is None:
             # C allocates the record anyway and fails to map the missing
             # domain's ring, which Xen answers with ENOENT.
             raise XenstoreError("ENOENT")
-        domain.port = port
         if not domain.introduced:
             domain.introduced = True
             domain.conn_id = self._connect(domid, is_socket=False, privileged=False)
@@ -718,7 +718,6 @@ class Engine:
         assert isinstance(req, requests.SetTarget)
         domain = self._connected_domain(req.domid)
         self._connected_domain(req.target)
-        domain.target = req.target
         assert domain.conn_id is not None
         self.connections[domain.conn_id].target = req.target
         return OK_PAYLOAD
@@ -733,7 +732,7 @@ class Engine:
             raise XenstoreError("EACCES")
         if len(req.args) > 1:
             raise XenstoreError("EINVAL")
-        domain = self.domains.find_or_create(quotas.domid_arg(req.args[0]))
+        domain = self.domains.find_or_create(parse_domid(req.args[0]))
         if domain is None:
             raise XenstoreError("ENOENT")
         return f"{domain.features}\0".encode()

@@ -2,15 +2,10 @@
 
 from pyxenstored.config import QUOTA_NAMES, Config
 from pyxenstored.engine.domains import DomainTable
-from pyxenstored.protocol.args import parse_domid
 from pyxenstored.protocol.errors import XenstoreError
 from pyxenstored.protocol.requests import GetQuota, SetQuota
 
 SOFT_PREFIX = "soft-"
-
-
-def domid_arg(text: str) -> int:
-    return parse_domid(text)
 
 
 def _table(
