@@ -35,7 +35,7 @@ import logging
 import logging.handlers
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, NoReturn
 
 from pyxenstored.config import (
@@ -184,6 +184,14 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+_ORDERED_PARSERS: Final[dict[str, Callable[[str], object]]] = {
+    "quota": lambda text: parse_quota(text, soft=False),
+    "soft": lambda text: parse_quota(text, soft=True),
+    "timeout": parse_timeout,
+    "trace": parse_trace_switch,
+}
+
+
 class _Ordered(argparse.Action):
     """Records (kind, parsed value) in command-line order in ``namespace.ops``."""
 
@@ -199,19 +207,9 @@ class _Ordered(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         assert isinstance(values, str)
-        kind = self.kind
-        parsed: object
-        if kind == "quota":
-            parsed = parse_quota(values, soft=False)
-        elif kind == "soft":
-            parsed = parse_quota(values, soft=True)
-        elif kind == "timeout":
-            parsed = parse_timeout(values)
-        elif kind == "trace":
-            parsed = parse_trace_switch(values)
-        else:  # a single hard quota (-E, -S, ...)
-            parsed = parse_uint(values)
-        namespace.ops.append((kind, parsed))
+        # Any other kind is a single hard quota (-E, -S, ...).
+        parse = _ORDERED_PARSERS.get(self.kind, parse_uint)
+        namespace.ops.append((self.kind, parse(values)))
 
 
 class _Uint(argparse.Action):
