@@ -21,6 +21,7 @@ from fakexen_support import (
     C_XENSTORED,
     HEADER,
     OXENSTORED,
+    REPLY_TIMEOUT,
     XS_ERROR,
     Daemon,
     FakeXen,
@@ -133,7 +134,7 @@ class Dom0(Ops):
     """dom0 (the toolstack) on a persistent socket connection; watch events
     are kept in ``events`` while waiting for replies."""
 
-    def __init__(self, path: Path, timeout: float = 5.0) -> None:
+    def __init__(self, path: Path, timeout: float = REPLY_TIMEOUT) -> None:
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.connect(str(path))
         self.sock.setblocking(False)
@@ -179,7 +180,7 @@ class Dom0(Ops):
             assert req_id == self.req_id, f"reply to {req_id}, expected {self.req_id}"
             return rtype, body
 
-    def next_event(self, timeout: float = 5.0) -> tuple[str, str] | None:
+    def next_event(self, timeout: float = REPLY_TIMEOUT) -> tuple[str, str] | None:
         if self.events:
             return self.events.pop(0)
         msg = self._message(timeout)
@@ -200,7 +201,7 @@ class XsGuest(Guest, Ops):
         self.events: list[tuple[str, str]] = []
 
     def call(
-        self, op: int, payload: bytes, tx_id: int = 0, timeout: float = 5.0
+        self, op: int, payload: bytes, tx_id: int = 0, timeout: float = REPLY_TIMEOUT
     ) -> tuple[int, bytes]:
         self.req_id += 1
         self.write_req(HEADER.pack(op, self.req_id, tx_id, len(payload)) + payload, timeout)
@@ -212,7 +213,7 @@ class XsGuest(Guest, Ops):
             assert req_id == self.req_id, f"reply to {req_id}, expected {self.req_id}"
             return rtype, body
 
-    def next_event(self, timeout: float = 5.0) -> tuple[str, str] | None:
+    def next_event(self, timeout: float = REPLY_TIMEOUT) -> tuple[str, str] | None:
         if self.events:
             return self.events.pop(0)
         try:
@@ -227,7 +228,7 @@ class XsGuest(Guest, Ops):
         return struct.unpack_from("=I", self.page, RING_ERROR_OFF)[0]
 
 
-def wait_until(predicate: Callable[[], object], what: str, timeout: float = 5.0) -> None:
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = REPLY_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -32,6 +32,9 @@ OXENSTORED = XEN_BIN / "oxenstored"
 
 PAGE_SIZE = 4096
 MAX_PORT = 4096
+#: Seconds a helper waits for a daemon's answer. Generous: only a failing
+#: test waits this long, and two loaded cores can stall a reply for seconds.
+REPLY_TIMEOUT = 20.0
 VIRQ_DOM_EXC = 3
 DOM0_PORT = 1  # dom0 kernel's end of its xenstore channel (/proc/xen/xsd_port)
 
@@ -263,7 +266,9 @@ def running_daemon(kind: str, fx: FakeXen, rundir: Path, *args: str) -> Iterator
     assert status in (0, -signal.SIGTERM), f"{daemon.argv[0]} exited with {status}"
 
 
-def socket_request(path: Path, msg_type: int, payload: bytes, timeout: float = 5.0) -> bytes:
+def socket_request(
+    path: Path, msg_type: int, payload: bytes, timeout: float = REPLY_TIMEOUT
+) -> bytes:
     """One request over the daemon's Unix socket as dom0 (the toolstack).
 
     Raises OSError with the errno name for an XS_ERROR reply."""

@@ -21,7 +21,7 @@ import struct
 import time
 from pathlib import Path
 
-from fakexen_support import allocate_unbound_port
+from fakexen_support import REPLY_TIMEOUT, allocate_unbound_port
 
 RING_SIZE = 1024
 REQ_OFF, RSP_OFF = 0, 1024
@@ -79,7 +79,7 @@ class Guest:
     def _indices(self) -> tuple[int, int, int, int]:
         return IDX.unpack_from(self.page, IDX_OFF)
 
-    def write_req(self, data: bytes, timeout: float = 5.0) -> None:
+    def write_req(self, data: bytes, timeout: float = REPLY_TIMEOUT) -> None:
         """Copy ``data`` into req[], publishing req_prod after the bytes."""
         deadline = time.monotonic() + timeout
         while data:
@@ -97,7 +97,7 @@ class Guest:
             data = data[n:]
             self.notify()
 
-    def read_rsp(self, n: int, timeout: float = 5.0) -> bytes:
+    def read_rsp(self, n: int, timeout: float = REPLY_TIMEOUT) -> bytes:
         """Read exactly ``n`` bytes from rsp[], advancing rsp_cons."""
         deadline = time.monotonic() + timeout
         out = b""
@@ -118,7 +118,7 @@ class Guest:
             self.notify()
         return out
 
-    def read_message(self, timeout: float = 5.0) -> tuple[int, int, bytes]:
+    def read_message(self, timeout: float = REPLY_TIMEOUT) -> tuple[int, int, bytes]:
         """The next message from the daemon: (type, req_id, payload)."""
         rtype, req_id, _, length = HEADER.unpack(self.read_rsp(HEADER.size, timeout))
         return rtype, req_id, self.read_rsp(length, timeout)
