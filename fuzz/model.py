@@ -119,8 +119,6 @@ class Access:
     modified: bool = False
     #: Watch event queued for commit: None, EXACT or SUBTREE (SUBTREE wins).
     fire: int | None = None
-    #: Permissions passed with the first queued event (engine-deviation knob only).
-    event_perms: Perms | None = None
 
 
 @dataclass
@@ -131,8 +129,6 @@ class MTx:
     node_created: bool = False
     #: Net node-count change per owner (C ``changed_domains``), in first-change order.
     delta: dict[int, int] = field(default_factory=dict)
-    #: Paths in the order their first event was queued (engine-deviation knob only).
-    event_order: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -167,14 +163,6 @@ class Model:
         }
         self.conns: dict[int, MConn] = {}
         self.quotas: dict[int, dict[str, int]] = {}
-        #: Model knobs for engine deviations that are reported and pinned by
-        #: xfail tests; all False means "as C".
-        self.initial_event_never_collapses = False
-        self.quota_refusal_fails_transaction = False
-        self.commit_quota_only_if_nodes_added = False
-        self.tx_events_in_first_event_order = False
-        self.commit_filter_after_whole_commit = False
-        self.root_watch_sees_special_paths = False
 
     # -------------------------------------------------------------- set-up
 
@@ -381,8 +369,6 @@ class Model:
         used = self.count_owned(conn.domid) + (tx.delta.get(conn.domid, 0) if tx else 0)
         if limit and used + len(missing) >= limit:
             # C refuses before writing anything here: the transaction stays usable.
-            if tx is not None and self.quota_refusal_fails_transaction:
-                tx.failed = True
             raise Refused("ENOSPC")
         # Spec 3.3: copy the parent's permissions; unprivileged creators own the node.
         perms = top_parent.perms
@@ -480,7 +466,7 @@ class Model:
         conn.watches.append(MWatch(path, token, depth, prefix))
         conn.out.append((OP_WATCH, req_id, tx_id, OK))
         # C sends it through ``send_event``: it collapses like any other event.
-        self._queue_event(conn, path[prefix:], token, initial=True)
+        self._queue_event(conn, path[prefix:], token)
         return None
 
     def _unwatch(self, conn: MConn, given: str, token: str) -> bytes:
@@ -491,13 +477,11 @@ class Model:
                 return OK
         raise Refused("ENOENT")
 
-    def _queue_event(self, conn: MConn, path: str, token: str, initial: bool = False) -> None:
+    def _queue_event(self, conn: MConn, path: str, token: str) -> None:
         """C ``send_event``: an identical unsent event makes it a no-op, except for
         ``@`` paths (spec 5.3, XSA-326)."""
         payload = f"{path}\0{token}\0".encode("latin-1")
         collapsible = not path.startswith("@")
-        if initial and self.initial_event_never_collapses:
-            collapsible = False
         if collapsible and payload in conn.pending:
             return
         conn.out.append((OP_WATCH_EVENT, 0, 0, payload))
@@ -524,31 +508,20 @@ class Model:
         """C ``fire_watches``: queued on the transaction, or sent to every watcher now."""
         if tx is not None:
             access = tx.accessed[path]
-            if access.fire is None:
-                access.event_perms = old_perms if old_perms is not None else (
-                    None if node is None else node.perms)
             if access.fire is None or mode == SUBTREE:
                 access.fire = mode
-            tx.event_order.append(path)
             return
         self._deliver(path, mode, node, old_perms)
 
-    def _deliver(
-        self, path: str, mode: int, node: MNode | None, perms: Perms | None,
-        priv_always: bool = False,
-    ) -> None:
+    def _deliver(self, path: str, mode: int, node: MNode | None, perms: Perms | None) -> None:
         for conn in self.conns.values():
-            if not (priv_always and conn.privileged) and not self._permitted(
-                conn, path, node, perms
-            ):
+            if not self._permitted(conn, path, node, perms):
                 continue
             for watch in conn.watches:
                 if mode == EXACT:
                     match = path == watch.path
                 else:
                     match = is_child(path, watch.path, watch.depth)
-                    if self.root_watch_sees_special_paths and watch.path == "/" and path[0] == "@":
-                        match = True
                 if match:
                     self._queue_event(conn, path[watch.prefix_len :], watch.token)
 
@@ -582,25 +555,15 @@ class Model:
                 limit = self.quotas.get(domid, DEFAULT_QUOTAS)["nodes"]
                 if delta < 0 or not limit or domid == 0:
                     continue
-                if self.commit_quota_only_if_nodes_added and (
-                    domid != conn.domid or delta == 0
-                ):
-                    continue
                 if self.count_owned(domid) + delta >= limit:
                     raise Refused("ENOSPC")
         for path, access in tx.accessed.items():
             live = self.nodes.get(path)
             if (None if live is None else live.version) != access.orig_version:
                 raise Refused("EAGAIN")
-        order = list(tx.accessed)
-        if self.tx_events_in_first_event_order:
-            first = list(dict.fromkeys(tx.event_order))
-            order = first + [path for path in order if path not in first]
         # Apply each modified node and fire its event, in order (C applies and
         # fires one node at a time, so the filter sees a half-applied tree).
-        fired: list[tuple[str, int, Perms | None]] = []
-        for path in order:
-            access = tx.accessed[path]
+        for path, access in tx.accessed.items():
             if not access.modified:
                 continue
             if access.node is not None:
@@ -609,14 +572,6 @@ class Model:
                 self.nodes[path] = node
             else:
                 self.nodes.pop(path, None)
-            if access.fire is None:
-                continue
-            if self.commit_filter_after_whole_commit:
-                fired.append((path, access.fire, access.event_perms))
-            else:
+            if access.fire is not None:
                 self._deliver(path, access.fire, None, access.orig_perms)
-        for path, mode, perms in fired:
-            # The engine: whole commit applied first, priv always, perms of the
-            # first queued event standing in for the saved ones.
-            self._deliver(path, mode, None, perms, priv_always=True)
         return OK

@@ -278,16 +278,19 @@ class Engine:
     def _may_see(
         self, conn: Connection, path: str, node: Node | None, old_perms: Perms | None
     ) -> bool:
-        """XSA-115: the watcher must be able to read the node (now or before) or its parent."""
-        if conn.privileged:
-            return True
-        if old_perms is not None and access(old_perms, conn.domid, conn.target, False) & READ:
+        """XSA-115 (C ``watch_permitted``): the watcher must be able to read the
+        node before the change, or now, or its parent. A node that exists
+        neither before nor now (created and removed in one transaction) is
+        seen by nobody, privileged watchers included."""
+        if old_perms is not None and (
+            conn.privileged or access(old_perms, conn.domid, conn.target, False) & READ
+        ):
             return True
         if node is None:
             node = self.tree.get(path)
             if node is None:
                 return False
-        if access(node.perms, conn.domid, conn.target, False) & READ:
+        if conn.privileged or access(node.perms, conn.domid, conn.target, False) & READ:
             return True
         parent = self.tree.get(parent_of(path))
         return parent is not None and bool(
@@ -510,20 +513,23 @@ class Engine:
             return OK_PAYLOAD
         if tx.failed:
             raise XenstoreError("ENOMEM")
-        limit = self.limit(conn, "nodes")
-        created = tx.pending_nodes(conn.domid)
-        if limit and created > 0 and self.tree.accounting.of(conn.domid).nodes + created >= limit:
-            raise XenstoreError("ENOSPC")
+        if tx.created_node and not conn.privileged:
+            self._check_commit_quota(tx)
         if tx.conflicts():
             raise XenstoreError("EAGAIN")
-        tx.apply()
-        # C fires per node in first-access order (spec 5.2).
-        events = tx.events
-        for path in tx.accessed:
-            queued = events.get(path)
-            if queued is not None:
-                self.fire(path, queued[0], None, queued[1])
+        tx.apply(lambda path, mode, perms: self.fire(path, mode, None, perms))
         return OK_PAYLOAD
+
+    def _check_commit_quota(self, tx: TransactionView) -> None:
+        """C ``acc_fix_domains``: every unprivileged domain whose node count the
+        transaction touched and did not lower must stay under its quota."""
+        for domid, delta in tx.node_deltas.items():
+            if delta < 0 or domid == self.config.priv_domid:
+                continue
+            domain = self.domains.find_or_create(domid)
+            limit = domain.hard_quotas.get("nodes", 0) if domain is not None else 0
+            if limit and self.tree.accounting.of(domid).nodes + delta >= limit:
+                raise XenstoreError("ENOSPC")
 
     def _drop_transactions(self, conn: Connection) -> None:
         self.tree.accounting.of(conn.domid).transactions -= len(conn.transactions)

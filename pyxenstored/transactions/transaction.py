@@ -7,12 +7,13 @@ isolation. At commit every recorded generation must still hold, else
 EAGAIN; then the private copies replace the committed nodes.
 """
 
+from collections.abc import Callable
 from typing import Final
 
 import attrs
 
 from pyxenstored.protocol.errors import XenstoreError
-from pyxenstored.store.node import NO_GENERATION, Node, footprint
+from pyxenstored.store.node import NO_GENERATION, Node
 from pyxenstored.store.paths import basename, parent_of
 from pyxenstored.store.permissions import Perms, owner
 from pyxenstored.store.tree import Tree
@@ -35,10 +36,13 @@ class TransactionView:
     nodes: dict[str, Node | None] = attrs.field(factory=dict)
     #: Paths the transaction changed, in order; applied at commit.
     dirty: dict[str, None] = attrs.field(factory=dict)
-    #: Watch events to fire on commit: path -> (mode, permissions before the transaction).
-    events: dict[str, tuple[int, Perms | None]] = attrs.field(factory=dict)
-    #: Node count and memory deltas per owner, for the quota check at commit.
-    deltas: dict[int, list[int]] = attrs.field(factory=dict)
+    #: Watch events to fire on commit: path -> EXACT or SUBTREE.
+    events: dict[str, int] = attrs.field(factory=dict)
+    #: Node count change per owner whose count was touched, even back to zero:
+    #: C's ``changed_domains``, checked at commit (spec 6.1).
+    node_deltas: dict[int, int] = attrs.field(factory=dict)
+    #: Whether any node was created; C checks quotas at commit only then.
+    created_node: bool = False
     #: Set when a write failed part-way; the commit then answers ENOMEM (spec 4.1).
     failed: bool = False
 
@@ -67,70 +71,57 @@ class TransactionView:
         self.dirty[path] = None
         return node
 
-    def _charge(self, domid: int, nodes: int, memory: int) -> None:
-        delta = self.deltas.setdefault(domid, [0, 0])
-        delta[0] += nodes
-        delta[1] += memory
+    def _count(self, domid: int, nodes: int) -> None:
+        self.node_deltas[domid] = self.node_deltas.get(domid, 0) + nodes
 
     def pending_nodes(self, domid: int) -> int:
-        delta = self.deltas.get(domid)
-        return delta[0] if delta else 0
+        return self.node_deltas.get(domid, 0)
 
     def _relink(self, path: str, name: str, add: bool) -> None:
-        parent_path = parent_of(path)
-        parent = self._private(parent_path)
-        before = footprint(parent_path, parent)
+        parent = self._private(parent_of(path))
         if add:
             parent.add_child(name)
         else:
             parent.remove_child(name)
-        self._charge(owner(parent.perms), 0, footprint(parent_path, parent) - before)
 
     def create(self, path: str, value: bytes, perms: Perms) -> Node:
         self.get(path)
         node = Node(value, perms, NO_GENERATION)
         self.nodes[path] = node
         self.dirty[path] = None
-        self._charge(owner(perms), 1, footprint(path, node))
+        self.created_node = True
+        self._count(owner(perms), 1)
         if path[0] == "/" and path != "/":
             self._relink(path, basename(path), add=True)
         return node
 
     def set_value(self, path: str, value: bytes) -> Node:
         node = self._private(path)
-        before = footprint(path, node)
         node.value = value
-        self._charge(owner(node.perms), 0, footprint(path, node) - before)
         return node
 
     def set_perms(self, path: str, perms: Perms) -> Node:
         node = self._private(path)
-        self._charge(owner(node.perms), -1, -footprint(path, node))
+        self._count(owner(node.perms), -1)
         node.perms = perms
-        self._charge(owner(perms), 1, footprint(path, node))
+        self._count(owner(perms), 1)
         return node
 
     def delete(self, path: str) -> None:
         node = self.get(path)
         assert node is not None
-        self._charge(owner(node.perms), -1, -footprint(path, node))
+        self._count(owner(node.perms), -1)
         self.nodes[path] = None
         self.dirty[path] = None
         if path[0] == "/":
             self._relink(path, basename(path), add=False)
 
-    def queue_event(self, path: str, mode: int, old_perms: Perms | None) -> None:
-        """Remember an event for commit; SUBTREE wins over EXACT (spec 4.2)."""
-        previous = self.events.get(path)
-        if previous is None:
-            self.events[path] = (mode, old_perms)
-        elif mode == SUBTREE and previous[0] != SUBTREE:
-            self.events[path] = (SUBTREE, previous[1])
-
     def notify(self, path: str, mode: int, node: Node | None, old_perms: Perms | None) -> None:
-        """The ``Notify`` hook of operations: keep the permissions watchers saw before."""
-        self.queue_event(path, mode, old_perms if old_perms is not None else (
-            node.perms if node is not None else None))
+        """The ``Notify`` hook of operations: queue the event for commit, SUBTREE
+        winning over EXACT (C ``queue_watches``). The node and permissions of
+        the moment do not matter: the commit filters with those of first access."""
+        if self.events.get(path) != SUBTREE:
+            self.events[path] = mode
 
     def conflicts(self) -> bool:
         """True when any node read or written has changed since first access."""
@@ -141,11 +132,24 @@ class TransactionView:
                 return True
         return False
 
-    def apply(self) -> None:
-        """Install the private copies into the committed tree (after validation)."""
-        tree = self.tree
-        for path in self.dirty:
-            node = self.nodes[path]
-            if node is not None:
-                node.generation = tree.next_generation()
-            tree.replace(path, node)
+    def apply(self, fire: Callable[[str, int, Perms | None], None]) -> None:
+        """Install the private copies into the committed tree (after validation).
+
+        C ``finalize_transaction`` walks the nodes in first-access order and
+        fires each one's queued event right after installing it, so a
+        watcher's permission check sees the tree half-applied (spec 5.2, 5.4).
+        The filter also gets the permissions of first access (C saves them in
+        ``access_node``); validation proved the committed node is still that
+        one, and a node that was missing then has none.
+        """
+        tree, nodes, dirty, events = self.tree, self.nodes, self.dirty, self.events
+        for path in self.accessed:
+            committed = tree.nodes.get(path)
+            if path in dirty:
+                node = nodes[path]
+                if node is not None:
+                    node.generation = tree.next_generation()
+                tree.replace(path, node)
+            mode = events.get(path)
+            if mode is not None:
+                fire(path, mode, committed.perms if committed is not None else None)

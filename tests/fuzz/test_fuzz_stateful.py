@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -38,14 +37,6 @@ from pyxenstored.protocol.ops import Op
 from pyxenstored.protocol.wire import Packet
 from pyxenstored.store.consistency import check_tree
 from pyxenstored.store.permissions import owner
-
-#: Engine deviations from C found by this test (see the xfail tests below).
-#: The stateful run tells the model to mimic them so that it keeps exploring;
-#: each xfail(strict=True) test pins the C behaviour and flips when fixed.
-ENGINE_DEVIATIONS = (
-    "commit_quota_only_if_nodes_added",
-    "commit_filter_after_whole_commit",
-)
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "800"))
 STEPS = int(os.environ.get("FUZZ_STEPS", "50"))
@@ -90,11 +81,9 @@ def _payload(*args: str) -> bytes:
 class Driver:
     """One engine and one model fed identical requests."""
 
-    def __init__(self, deviations: tuple[str, ...] = ENGINE_DEVIATIONS) -> None:
+    def __init__(self) -> None:
         self.engine = Engine(Config())
         self.model = Model()
-        for name in deviations:
-            setattr(self.model, name, True)
         self.req_id = 0
         self.conn: dict[str, int] = {}
         dom0 = self.engine.connect_socket()
@@ -260,14 +249,8 @@ def test_engine_matches_model() -> None:
 
 
 # ----------------------------------------------------------------------------
-# Engine deviations from C, each pinned with the model in pure C mode. They
-# are xfail(strict=True): when the engine is fixed the test passes, strict
-# turns that into a failure, and the deviation is removed from
-# ENGINE_DEVIATIONS above.
-
-
-def _c_driver() -> Driver:
-    return Driver(deviations=())
+# Minimised cases of the engine's former deviations from C, found by the
+# stateful test and kept as regression tests.
 
 
 def _write(d: Driver, who: str, path: str, value: bytes = b"", tx: int = 0) -> None:
@@ -282,7 +265,7 @@ def _start(d: Driver, who: str) -> int:
 def test_root_watch_does_not_see_special_node_set_perms() -> None:
     """Spec 5.2/5.6, C ``is_child``: ``/`` is the ancestor of absolute paths only.
     SET_PERMS @releaseDomain must not fire a watch on ``/``."""
-    d = _c_driver()
+    d = Driver()
     d.send("dom0", Op.WATCH, _payload("/", "t"))
     d.send("dom0", Op.SET_PERMS, _payload("@releaseDomain", "n0", "r32757"))
 
@@ -290,7 +273,7 @@ def test_root_watch_does_not_see_special_node_set_perms() -> None:
 def test_initial_watch_event_collapses_into_pending_identical_event() -> None:
     """Spec 5.3, C ``do_watch`` -> ``send_event``: the initial event goes through the
     same duplicate check, so it is dropped when an identical event is still unsent."""
-    d = _c_driver()
+    d = Driver()
     d.send("g5", Op.WATCH, _payload("/local/domain/5", "t"))
     _write(d, "dom0", "/local/domain/5/x")  # g5 now has "/local/domain/5/x t" unsent
     d.send("g5", Op.WATCH, _payload("/local/domain/5/x", "t"))
@@ -300,7 +283,7 @@ def test_node_quota_refusal_keeps_transaction_usable() -> None:
     """Spec 4.1/6.1, C ``create_node``: the nodes quota is checked before anything
     is written, so the refusal leaves the transaction intact; commit gives OK,
     not ENOMEM."""
-    d = _c_driver()
+    d = Driver()
     for name in ("a", "b", "c"):
         _write(d, "g6", name)  # guest 6 owns 4 nodes, quota 5
     tx = _start(d, "g6")
@@ -308,12 +291,11 @@ def test_node_quota_refusal_keeps_transaction_usable() -> None:
     d.send("g6", Op.TRANSACTION_END, b"T\0", tx)
 
 
-@pytest.mark.xfail(strict=True, reason="engine: commit quota check only when nodes were added")
 def test_commit_quota_check_with_zero_net_nodes() -> None:
     """Spec 4.1/6.1, C ``acc_fix_domains``: a transaction that created a node is
     refused at commit (ENOSPC) if a domain whose count it touched did not shrink
     and is at its quota, even with a net change of zero."""
-    d = _c_driver()
+    d = Driver()
     tx = _start(d, "g6")
     _write(d, "g6", "n", tx=tx)
     d.send("g6", Op.RM, b"n\0", tx)
@@ -326,7 +308,7 @@ def test_commit_quota_check_with_zero_net_nodes() -> None:
 def test_commit_fires_in_first_access_order() -> None:
     """Spec 5.2 (table, "Transaction commit: per modified node, in first-access
     order"), C ``finalize_transaction`` walks the accessed list."""
-    d = _c_driver()
+    d = Driver()
     _write(d, "dom0", "/a")
     _write(d, "dom0", "/b")
     d.send("dom0", Op.WATCH, _payload("/", "t"))
@@ -337,11 +319,10 @@ def test_commit_fires_in_first_access_order() -> None:
     d.send("dom0", Op.TRANSACTION_END, b"T\0", tx)
 
 
-@pytest.mark.xfail(strict=True, reason="engine: priv sees events of nodes created+deleted in a tx")
 def test_node_created_and_deleted_in_transaction_fires_nothing() -> None:
     """C ``watch_permitted`` at commit: no saved permissions and no node -> nobody,
     not even priv, gets the event (spec 5.4: no new or old permissions exist)."""
-    d = _c_driver()
+    d = Driver()
     d.send("dom0", Op.WATCH, _payload("/", "t"))
     tx = _start(d, "dom0")
     _write(d, "dom0", "/n", b"", tx)
@@ -349,12 +330,11 @@ def test_node_created_and_deleted_in_transaction_fires_nothing() -> None:
     d.send("dom0", Op.TRANSACTION_END, b"T\0", tx)
 
 
-@pytest.mark.xfail(strict=True, reason="engine: commit filter sees the whole commit applied")
 def test_commit_filter_sees_half_applied_tree() -> None:
     """C ``finalize_transaction`` applies and fires one node at a time (first-access
     order), so x/y's filter looks for its parent x before x is committed: g6,
     which may read only x, gets x's event but not x/y's (spec 5.4/5.5)."""
-    d = _c_driver()
+    d = Driver()
     d.send("g6", Op.WATCH, _payload("/", "t"))
     tx = _start(d, "dom0")
     _write(d, "dom0", "x/y", b"", tx)
@@ -363,12 +343,11 @@ def test_commit_filter_sees_half_applied_tree() -> None:
     d.check_all()
 
 
-@pytest.mark.xfail(strict=True, reason="engine: created+deleted node reaches guest watchers")
 def test_guest_sees_nothing_of_node_created_and_deleted_in_transaction() -> None:
     """C ``watch_permitted``: a node created and removed in one transaction has no
     saved permissions and no node at commit, so the guest gets only the event of
     its removed home, not of x (spec 5.4/5.5)."""
-    d = _c_driver()
+    d = Driver()
     d.send("g5", Op.WATCH, _payload("/", "t"))
     tx = _start(d, "g5")
     _write(d, "g5", "/local/domain/5/x", b"", tx)

@@ -27,6 +27,13 @@ def view(tree: Tree, limit: int = 0) -> TransactionView:
     return TransactionView(tree, 1, limit)
 
 
+def commit(tx: TransactionView) -> list[tuple[str, int, object]]:
+    """Apply ``tx`` and return the events it fired, with their filter permissions."""
+    fired: list[tuple[str, int, object]] = []
+    tx.apply(lambda path, mode, perms: fired.append((path, mode, perms)))
+    return fired
+
+
 def test_first_access_records_generation(tree: Tree) -> None:
     tx = view(tree)
     assert tx.get("/a").value == b"A"
@@ -44,7 +51,7 @@ def test_writes_are_private_until_apply(tree: Tree) -> None:
     assert "/a/c" not in tree.nodes
     assert tx.pending_nodes(5) == 1
     assert not tx.conflicts()
-    tx.apply()
+    commit(tx)
     assert tree.get("/a").value == b"new"
     assert tree.get("/a/c").value == b"C"
     assert check_tree(tree) == []
@@ -92,7 +99,7 @@ def test_create_then_delete_leaves_no_trace(tree: Tree) -> None:
     tx.delete("/a/n/m")
     tx.delete("/a/n")
     assert tx.pending_nodes(5) == 0
-    tx.apply()
+    commit(tx)
     assert list(tree.get("/a").children) == ["b"]
     assert "/a/n" not in tree.nodes
     assert check_tree(tree) == []
@@ -104,7 +111,7 @@ def test_delete_committed_node(tree: Tree) -> None:
     assert tx.get("/a/b") is None
     assert tx.pending_nodes(5) == -1
     assert tree.get("/a/b") is not None
-    tx.apply()
+    commit(tx)
     assert "/a/b" not in tree.nodes
     assert tree.accounting.of(5).nodes == 0
     assert check_tree(tree) == []
@@ -114,7 +121,7 @@ def test_apply_stamps_new_generations(tree: Tree) -> None:
     tx = view(tree)
     before = tree.generation
     tx.set_value("/a", b"x")
-    tx.apply()
+    commit(tx)
     assert tree.get("/a").generation > before
 
 
@@ -123,7 +130,7 @@ def test_set_perms_moves_pending_charge(tree: Tree) -> None:
     tx.set_perms("/a", FIVE)
     assert tx.pending_nodes(5) == 1
     assert tx.pending_nodes(0) == -1
-    tx.apply()
+    commit(tx)
     assert tree.accounting.of(5).nodes == 2
     assert check_tree(tree) == []
 
@@ -154,21 +161,57 @@ def test_transaction_nodes_limit(tree: Tree, limit: int, allowed: int) -> None:
             tx.get("/n0")
 
 
-def test_queue_event_subtree_wins(tree: Tree) -> None:
+def test_notify_subtree_wins(tree: Tree) -> None:
+    """C ``queue_watches``: one event per node, SUBTREE winning, in notify order."""
     tx = view(tree)
-    tx.queue_event("/a", EXACT, ROOT)
-    tx.queue_event("/a", SUBTREE, FIVE)
-    tx.queue_event("/a", EXACT, None)
-    tx.queue_event("/b", SUBTREE, None)
-    tx.queue_event("/b", EXACT, ROOT)
-    # First-queued permissions are kept; order is first-notification order.
-    assert tx.events == {"/a": (SUBTREE, ROOT), "/b": (SUBTREE, None)}
+    tx.notify("/a", EXACT, None, ROOT)
+    tx.notify("/a", SUBTREE, None, FIVE)
+    tx.notify("/a", EXACT, None, None)
+    tx.notify("/b", SUBTREE, None, None)
+    tx.notify("/b", EXACT, None, ROOT)
+    assert tx.events == {"/a": SUBTREE, "/b": SUBTREE}
     assert list(tx.events) == ["/a", "/b"]
 
 
-def test_notify_records_old_permissions(tree: Tree) -> None:
+def test_apply_fires_each_node_after_installing_it(tree: Tree) -> None:
+    """C ``finalize_transaction``: first-access order, each event right after its
+    node is installed, filtered with the permissions of first access (none for
+    a node that was missing then)."""
     tx = view(tree)
-    node = tx.set_perms("/a", FIVE)
-    tx.notify("/a", SUBTREE, node, ROOT)
-    tx.notify("/a/new", SUBTREE, tx.create("/a/new", b"", FIVE), None)
-    assert tx.events == {"/a": (SUBTREE, ROOT), "/a/new": (SUBTREE, FIVE)}
+    tx.get("/a/b")
+    tx.set_perms("/a", FIVE)
+    tx.notify("/a", SUBTREE, None, None)
+    tx.create("/a/new", b"", FIVE)
+    tx.notify("/a/new", SUBTREE, None, None)
+    tx.set_value("/a/b", b"x")
+    tx.notify("/a/b", EXACT, None, None)
+    seen: list[tuple[str, bytes | None]] = []
+
+    def fire(path: str, mode: int, perms: object) -> None:
+        installed = tree.get("/a/new")
+        seen.append((path, installed.value if installed is not None else None))
+
+    tx.apply(fire)
+    assert [path for path, _ in seen] == ["/a/b", "/a", "/a/new"]
+    # /a/new was not installed yet when /a/b and /a fired.
+    assert [value for _, value in seen] == [None, None, b""]
+    assert commit(view(tree)) == []
+
+
+def test_apply_passes_permissions_of_first_access(tree: Tree) -> None:
+    tx = view(tree)
+    tx.set_perms("/a", FIVE)
+    tx.notify("/a", SUBTREE, None, None)
+    tx.create("/a/new", b"", FIVE)
+    tx.notify("/a/new", SUBTREE, None, None)
+    assert commit(tx) == [("/a", SUBTREE, ROOT), ("/a/new", SUBTREE, None)]
+
+
+def test_node_deltas_track_touched_owners(tree: Tree) -> None:
+    """C ``changed_domains``: an owner whose count went up and back stays listed."""
+    tx = view(tree)
+    tx.create("/a/n", b"", FIVE)
+    tx.delete("/a/n")
+    tx.set_value("/a", b"x")
+    assert tx.node_deltas == {5: 0}
+    assert tx.created_node
