@@ -13,10 +13,17 @@ Differences from C:
   ``$XENSTORED_RUNDIR/socket``, else ``/var/run/xenstored/socket``, the
   path libxenstore's clients use. The run dir is created (0755) when the
   socket is in it, as C creates it.
-* ``--state-dir DIR`` (default ``/var/lib/pyxenstored``): journal and
-  snapshots; created (mode 0700) if missing. Relative file names given to
-  CONTROL ``logfile``/``memreport`` are placed there (C uses
-  ``/var/lib/xen/xenstore``).
+* ``--state-dir DIR`` (default ``$XENSTORED_RUNDIR/pyxenstored`` if that
+  variable is set, else ``/run/pyxenstored``: tmpfs, so that the store does
+  not outlive a reboot): journal and snapshots; created (mode 0700) if
+  missing. Relative file names given to CONTROL ``logfile``/``memreport``
+  are placed there (C uses ``/var/lib/xen/xenstore``).
+* ``--durability none|write|fsync`` (default ``write``): ``none`` keeps the
+  store in memory only, as C does; ``write`` journals every change before
+  acknowledging it (survives a crash of the daemon); ``fsync`` also syncs
+  it to disk (survives power loss).
+* ``--recover=strict|truncate`` (default ``strict``): a damaged journal
+  (other than a torn last record) stops the start unless ``truncate``.
 * ``-V/--verbose``: debug logging.
 * ``-Q path-length=N`` is accepted as ``path-max``: C's usage text documents
   that name, though C itself only matches ``path-max``.
@@ -44,6 +51,7 @@ from pyxenstored.config import (
     REL_PATH_MAX,
     Config,
 )
+from pyxenstored.persist.files import Durability
 from pyxenstored.protocol.args import strtoul10
 from pyxenstored.server.options import DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, DaemonOptions
 from pyxenstored.server.trace import DEFAULT_TRACE_SWITCHES, TRACE_SWITCHES
@@ -108,7 +116,13 @@ where options may include:
       --socket <path>     the Unix socket (default: $XENSTORED_PATH, else
                           $XENSTORED_RUNDIR/socket, else {DEFAULT_RUN_DIR}/socket)
       --state-dir <dir>   directory for persistent state, created if missing
-                          (default: {DEFAULT_STATE_DIR})
+                          (default: $XENSTORED_RUNDIR/pyxenstored, else
+                          {DEFAULT_STATE_DIR})
+      --durability <mode> none: memory only (as C); write (default): journal
+                          every change before acknowledging it; fsync: also
+                          sync it to disk
+      --recover <how>     strict (default): refuse to start from a damaged
+                          journal; truncate: keep its valid prefix
   -V, --verbose           log debug messages
 """
 
@@ -163,6 +177,13 @@ def resolve_run_dir(environ: Mapping[str, str] | None = None) -> str:
     """libxenstore's ``xenstore_daemon_rundir``."""
     env = os.environ if environ is None else environ
     return env.get("XENSTORED_RUNDIR") or DEFAULT_RUN_DIR
+
+
+def resolve_state_dir(environ: Mapping[str, str] | None = None) -> str:
+    """Under ``$XENSTORED_RUNDIR`` when set (tmpfs), else ``/run/pyxenstored``."""
+    env = os.environ if environ is None else environ
+    run_dir = env.get("XENSTORED_RUNDIR")
+    return os.path.join(run_dir, "pyxenstored") if run_dir else DEFAULT_STATE_DIR
 
 
 def resolve_socket_path(option: str | None, environ: Mapping[str, str] | None = None) -> str:
@@ -256,6 +277,8 @@ def _build_parser() -> _Parser:
     add("-V", "--verbose", dest="verbose", action="store_true")
     add("--socket", dest="socket")
     add("--state-dir", dest="state_dir")
+    add("--durability", dest="durability", choices=[d.value for d in Durability])
+    add("--recover", dest="recover", choices=["strict", "truncate"], default="strict")
     parser.set_defaults(ops=[])
     return parser
 
@@ -337,12 +360,14 @@ def parse_args(
         config=config,
         socket_path=os.path.abspath(resolve_socket_path(ns.socket, environ)),
         run_dir=os.path.abspath(resolve_run_dir(environ)),
-        state_dir=os.path.abspath(ns.state_dir or DEFAULT_STATE_DIR),
+        state_dir=os.path.abspath(ns.state_dir or resolve_state_dir(environ)),
         pid_file=absolute(ns.pid_file),
         no_fork=ns.no_fork,
         event_port=ns.event,
         live_update=ns.live_update,
         verbose=ns.verbose,
+        durability=Durability(ns.durability or Durability.WRITE.value),
+        recover_truncate=ns.recover == "truncate",
     )
 
 

@@ -52,6 +52,17 @@ DEFAULT_SOFT_QUOTAS: Final = {"memory": 2 * 1024 * 1024}
 #: ``-M`` caps path-max at XENSTORE_REL_PATH_MAX.
 REL_PATH_MAX: Final = 2048
 
+#: C's write-rate limit (XSA-206, spec 6.1; compile-time constants there):
+#: writes per second shared among the known domains, each domain's burst,
+#: the global reserve's ceiling, how many new domains' bursts the reserve
+#: may lend (it goes down to -WRL_NEWDOMS * WRL_DBURST), and the seconds
+#: without limiting after which "not in force recently" is logged.
+WRL_RATE: Final = 200
+WRL_DBURST: Final = 10
+WRL_GBURST: Final = 1000
+WRL_NEWDOMS: Final = 5
+WRL_LOGEVERY: Final = 120
+
 DOMID_SELF: Final = 0x7FF0
 DOMID_INVALID: Final = 0x7FF4
 DOMID_ANY: Final = 0x7FF5

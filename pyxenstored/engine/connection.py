@@ -18,6 +18,8 @@ class Connection:
     transactions: dict[int, TransactionView] = attrs.field(factory=dict)
     #: Last transaction id handed out; ids are per connection and skip 0.
     last_tx_id: int = 0
+    #: Ids of transactions open when the daemon crashed: EAGAIN until ended.
+    lost_transactions: set[int] = attrs.field(factory=set)
     #: SET_TARGET: the domain this connection may also act as.
     target: int | None = None
     #: A ring that misbehaved: nothing more is read or sent, but the domain
@@ -29,6 +31,6 @@ class Connection:
         tx_id = self.last_tx_id
         while True:
             tx_id = (tx_id + 1) % 2**32
-            if tx_id and tx_id not in self.transactions:
+            if tx_id and tx_id not in self.transactions and tx_id not in self.lost_transactions:
                 self.last_tx_id = tx_id
                 return tx_id

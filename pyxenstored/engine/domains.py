@@ -38,6 +38,9 @@ class Domain:
     soft_quotas: dict[str, int]
     features: int = SUPPORTED_FEATURES
     introduced: bool = False
+    #: The guest's end of its xenstore event channel (INTRODUCE), to re-bind
+    #: after a restart.
+    port: int = 0
     conn_id: int | None = None
     #: Its shutdown has been announced on ``@releaseDomain``; RESUME re-arms it.
     shutdown_reported: bool = False

@@ -16,7 +16,7 @@ from pyxenstored.config import (
     SUPPORTED_FEATURES,
     Config,
 )
-from pyxenstored.effects import AttachRing, DetachRing, Effect, ResetRing
+from pyxenstored.effects import AttachRing, DetachRing, Effect, LogMessage, ResetRing
 from pyxenstored.engine import nodes, quotas
 from pyxenstored.engine.connection import Connection
 from pyxenstored.engine.control import ControlState, run_control
@@ -28,6 +28,7 @@ from pyxenstored.engine.domains import (
     NoHypervisor,
 )
 from pyxenstored.engine.nodes import Caller
+from pyxenstored.engine.write_rate import WriteRateLimit
 from pyxenstored.protocol import requests
 from pyxenstored.protocol.args import parse_domid
 from pyxenstored.protocol.errors import XenstoreError
@@ -66,6 +67,13 @@ _PRIVILEGED_OPS = frozenset(
 )
 #: WATCH and UNWATCH skip the transaction lookup (XSA-115).
 _NO_TRANSACTION_OPS = frozenset({Op.WATCH, Op.UNWATCH})
+#: Requests whose nodes written outside a transaction cost write credit (XSA-206).
+_WRITE_OPS = frozenset({Op.WRITE, Op.MKDIR, Op.RM, Op.SET_PERMS})
+#: Requests that change the journaled record of the caller's own domain
+#: (its ring connection's watches and transaction ids).
+_CALLER_STATE_OPS = frozenset(
+    {Op.WATCH, Op.UNWATCH, Op.TRANSACTION_START, Op.TRANSACTION_END, Op.RESET_WATCHES}
+)
 
 Handler = Callable[[Connection, TransactionView | None, requests.Request], bytes | None]
 
@@ -85,6 +93,10 @@ class Engine:
         self._current = Packet(0, 0, 0, b"")
         #: The shell's last clock reading (``expire_events``); stamps queued output.
         self._now = 0.0
+        #: ``set_time``'s reading in whole milliseconds; None before the first.
+        self._now_ms: int | None = None
+        #: C's write-rate limit (XSA-206): introduced domains' write credit.
+        self.write_rate = WriteRateLimit()
         self._effects: list[Effect] = []
         self._handlers: dict[int, Handler] = {
             Op.CONTROL: self._control,
@@ -113,6 +125,11 @@ class Engine:
             Op.SET_QUOTA: self._set_quota,
         }
         self.control_state = ControlState.from_config(config)
+        #: Domains whose journaled record (domain, ring connection) may have
+        #: changed since the journal last took them; see ``take_touched``.
+        self.touched_domains: set[int] = set()
+        #: Whether the global quotas may have changed likewise.
+        self.globals_touched = False
         self._build_initial_tree()
 
     # ------------------------------------------------------------------ setup
@@ -130,6 +147,8 @@ class Engine:
         domain = self.domains.find_or_create(priv)
         if domain is not None:
             domain.introduced = True
+            # C introduces the privileged domain at start-up (init_domains).
+            self.write_rate.new_domain(priv, self._now_ms)
 
     # --------------------------------------------------------- shell interface
 
@@ -145,6 +164,22 @@ class Engine:
             conn_id, domid, is_socket, privileged, Outbox(self.config.max_output_bytes)
         )
         return conn_id
+
+    def restore_connection(self, domid: int, privileged: bool) -> int:
+        """A ring connection rebuilt after a restart; its ring is attached later.
+        Its write credit starts afresh, as for a newly introduced domain."""
+        self.touched_domains.add(domid)
+        self.write_rate.new_domain(domid, self._now_ms)
+        return self._connect(domid, is_socket=False, privileged=privileged)
+
+    def restore_watch(self, conn: Connection, watch: Watch) -> None:
+        """Re-register a watch after a restart and fire it once: the guest
+        re-reads what it watches, so no change made meanwhile goes unseen."""
+        conn.watches[(watch.path, watch.token)] = watch
+        self.watches.add(watch)
+        self.tree.accounting.of(conn.domid).watches += 1
+        conn.outbox.event(watch.event_path(watch.path), watch.token, self._now)
+        self._dirty.add(conn.conn_id)
 
     def disconnect(self, conn_id: int) -> None:
         conn = self.connections.pop(conn_id, None)
@@ -166,6 +201,45 @@ class Engine:
     def set_time(self, now: float) -> None:
         """The shell's clock reading before a batch: it stamps what gets queued."""
         self._now = now
+        now_ms = int(now * 1000)
+        if self._now_ms is None:
+            self.write_rate.start_clock(now_ms)
+        self._now_ms = now_ms
+        line = self.write_rate.periodic(now_ms)
+        if line is not None:
+            self.emit(LogMessage(f"write rate limit: {line}"))
+
+    def _write_limited(self, conn: Connection) -> bool:
+        """Sockets and the privileged domain escape the write-rate limit."""
+        return not conn.is_socket and not conn.privileged
+
+    def write_rate_applies(self, conn_id: int) -> bool:
+        """Whether this connection's next request may cost write credit (an
+        unprivileged ring while some transaction is open): the shell then
+        reads its requests one at a time, as C does."""
+        if not self.write_rate.transactions:
+            return False
+        conn = self.connections.get(conn_id)
+        return conn is not None and self._write_limited(conn)
+
+    def write_credit_wait(self, conn_id: int, now: float | None = None) -> float:
+        """Seconds before the connection's ring may be read again (C
+        ``domain_can_read``: not while its domain's write credit is
+        negative); 0.0 when it may be read now. ``now`` sets the time first."""
+        if now is not None:
+            self.set_time(now)
+        conn = self.connections.get(conn_id)
+        if conn is None or not self._write_limited(conn):
+            return 0.0
+        return self.write_rate.wait(conn.domid, self._now_ms) / 1000
+
+    def _debit_writes(self, conn: Connection, count: int) -> None:
+        """Charge an unprivileged ring's domain for ``count`` nodes written
+        (C ``wrl_apply_debit_actual`` per node)."""
+        for _ in range(count):
+            line = self.write_rate.debit(conn.domid, self._now_ms)
+            if line is not None:
+                self.emit(LogMessage(f"write rate limit: {line}"))
 
     def guest_output_waiting(self) -> bool:
         """Whether an unprivileged receiver has output it has not taken (expiry pending)."""
@@ -176,7 +250,7 @@ class Engine:
     def expire_events(self, now: float) -> None:
         """Events an unprivileged receiver left unsent past ``watch_event_timeout``
         are dropped (C's ``-w watch-event``, spec 5.7)."""
-        self._now = now
+        self.set_time(now)
         timeout = self.config.watch_event_timeout
         if not timeout:
             return
@@ -199,11 +273,24 @@ class Engine:
         """Answer one request; its reply goes after any events it caused."""
         conn = self.connections[conn_id]
         self._current = packet
+        # XSA-206: while a transaction is open anywhere, an unprivileged
+        # ring pays for every node it writes outside a transaction.
+        charged = (
+            self.write_rate.transactions
+            and not packet.tx_id
+            and packet.type in _WRITE_OPS
+            and self._write_limited(conn)
+        )
+        nodes_before = len(self.tree.nodes)
         try:
             reply = self._dispatch(conn, packet)
         except XenstoreError as error:
             self._reply(conn, packet, Op.ERROR, error_payload(error.name))
             return
+        if charged:
+            self._debit_writes(
+                conn, nodes_written(packet.type, len(self.tree.nodes) - nodes_before)
+            )
         if reply is not None:
             self._reply(conn, packet, packet.type, reply)
 
@@ -220,6 +307,7 @@ class Engine:
         if op not in _NO_TRANSACTION_OPS and packet.tx_id:
             tx = conn.transactions.get(packet.tx_id)
             if tx is None:
+                self._lost_transaction(conn, op, packet.tx_id)
                 raise XenstoreError("ENOENT")
         if op == Op.WATCH:
             request: requests.Request = requests.parse_watch(
@@ -227,7 +315,38 @@ class Engine:
             )
         else:
             request = requests.PARSERS[op](packet.payload)
+        if op in _CALLER_STATE_OPS:
+            if not conn.is_socket:
+                self.touched_domains.add(conn.domid)
+        elif op in _PRIVILEGED_OPS:
+            self._touch_named(op, request)
         return handler(conn, tx, request)
+
+    def _touch_named(self, op: int, request: requests.Request) -> None:
+        """Mark for the journal what a privileged request may change."""
+        domid = getattr(request, "domid", None)
+        if domid is not None:
+            self.touched_domains.add(domid)
+        elif op in (Op.SET_QUOTA, Op.CONTROL):
+            self.globals_touched = True
+            if op == Op.CONTROL:  # ``quota`` settings may name any domain
+                self.touched_domains.update(self.domains.domains)
+
+    def _lost_transaction(self, conn: Connection, op: int, tx_id: int) -> None:
+        """A transaction that was open when the daemon crashed cannot be
+        finished: EAGAIN makes the client's retry loop start it afresh (an
+        ended one is forgotten)."""
+        if tx_id in conn.lost_transactions:
+            if op == Op.TRANSACTION_END:
+                conn.lost_transactions.discard(tx_id)
+                self.touched_domains.add(conn.domid)
+            raise XenstoreError("EAGAIN")
+
+    def take_touched(self) -> tuple[set[int], bool]:
+        """Domains and globals touched since the last call (for the journal)."""
+        touched, self.touched_domains = self.touched_domains, set()
+        globals_touched, self.globals_touched = self.globals_touched, False
+        return touched, globals_touched
 
     def _reply(self, conn: Connection, packet: Packet, op: int, payload: bytes) -> None:
         if len(payload) > PAYLOAD_MAX:
@@ -499,6 +618,7 @@ class Engine:
             self.tree, tx_id, self.limit(conn, "transaction-nodes")
         )
         self.tree.accounting.of(conn.domid).transactions += 1
+        self.write_rate.transactions += 1
         return f"{tx_id}\0".encode()
 
     def _transaction_end(
@@ -509,6 +629,7 @@ class Engine:
             raise XenstoreError("ENOENT")
         del conn.transactions[tx.tx_id]
         self.tree.accounting.of(conn.domid).transactions -= 1
+        self.write_rate.transactions -= 1
         if not req.commit:
             return OK_PAYLOAD
         if tx.failed:
@@ -518,6 +639,10 @@ class Engine:
         if tx.conflicts():
             raise XenstoreError("EAGAIN")
         tx.apply(lambda path, mode, perms: self.fire(path, mode, None, perms))
+        # XSA-206: a commit costs one write while other transactions are
+        # open (C: ``wrl_ntransactions > 1``, this one still counted).
+        if self.write_rate.transactions and self._write_limited(conn):
+            self._debit_writes(conn, 1)
         return OK_PAYLOAD
 
     def _check_commit_quota(self, tx: TransactionView) -> None:
@@ -533,6 +658,7 @@ class Engine:
 
     def _drop_transactions(self, conn: Connection) -> None:
         self.tree.accounting.of(conn.domid).transactions -= len(conn.transactions)
+        self.write_rate.transactions -= len(conn.transactions)
         conn.transactions.clear()
 
     # --------------------------------------------------------------- domains
@@ -555,9 +681,12 @@ class Engine:
             # C allocates the record anyway and fails to map the missing
             # domain's ring, which Xen answers with ENOENT.
             raise XenstoreError("ENOENT")
+        self.touched_domains.add(domid)
+        domain.port = port
         if not domain.introduced:
             domain.introduced = True
             domain.conn_id = self._connect(domid, is_socket=False, privileged=False)
+            self.write_rate.new_domain(domid, self._now_ms)
             self.emit(AttachRing(domid, domain.conn_id, port))
             if domid != self.config.priv_domid:
                 self.fire_special("@introduceDomain", domid)
@@ -619,6 +748,7 @@ class Engine:
                 continue
             if status.shutdown and not domain.shutdown_reported:
                 domain.shutdown_reported = True
+                self.touched_domains.add(domain.domid)
                 self.fire_special("@releaseDomain", domain.domid, plain=False)
                 announce = True
         if announce:
@@ -634,7 +764,9 @@ class Engine:
         domain = self.domains.find_or_create(domid)
         assert domain is not None
         domain.introduced = True
-        domain.conn_id = self._connect(domid, is_socket=False, privileged=True)
+        if domain.conn_id is None:  # else restored after a crash
+            domain.conn_id = self._connect(domid, is_socket=False, privileged=True)
+            self.touched_domains.add(domid)
         return domain.conn_id
 
     def reset_connection(self, conn_id: int) -> None:
@@ -645,7 +777,10 @@ class Engine:
             return
         self._drop_watches(conn)
         self._drop_transactions(conn)
+        conn.lost_transactions.clear()
         conn.outbox.clear()
+        if not conn.is_socket:
+            self.touched_domains.add(conn.domid)
 
     def ignore_connection(self, conn_id: int) -> None:
         """A ring broke the protocol: forget its state but keep the domain (XSA-325)."""
@@ -665,6 +800,7 @@ class Engine:
         ``announce`` fires ``@releaseDomain``, which only introduced domains do.
         """
         priv = self.config.priv_domid
+        self.touched_domains.add(domid)
         stripped: list[tuple[str, Perms]] = []
         orphans: list[str] = []
         for path, node in list(self._all_nodes()):
@@ -687,6 +823,7 @@ class Engine:
             else:
                 nodes.remove_subtree(self.tree, path, self.fire)
         self.domains.remove(domid)
+        self.write_rate.destroy_domain(domid)
         self.tree.accounting.forget(domid)
         if announce:
             self.fire_special("@releaseDomain", domid)
@@ -775,6 +912,23 @@ class Engine:
     ) -> bytes:
         assert isinstance(req, requests.Control)
         return run_control(self, req)
+
+
+def nodes_written(op: int, added: int) -> int:
+    """How many nodes C writes (``access_node``) for a successful WRITE,
+    MKDIR, RM or SET_PERMS outside a transaction that added ``added`` nodes
+    to the tree (negative: removed).
+
+    Creating writes each new node and the existing parent whose child list
+    grows; RM removes each node of the subtree and rewrites its parent;
+    WRITE of an existing node and SET_PERMS write one node; MKDIR of an
+    existing node and RM of a missing one write nothing.
+    """
+    if added > 0:
+        return added + 1
+    if added < 0:
+        return 1 - added
+    return 0 if op in (Op.MKDIR, Op.RM) else 1
 
 
 def directory_part(node: Node, offset: int) -> bytes:

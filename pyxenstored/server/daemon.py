@@ -47,6 +47,7 @@ from pyxenstored.effects import (
     TraceSwitches,
 )
 from pyxenstored.engine import Engine
+from pyxenstored.persist.durable import DurableState
 from pyxenstored.protocol.decoder import Decoder
 from pyxenstored.protocol.errors import ProtocolError
 from pyxenstored.protocol.wire import Packet
@@ -235,6 +236,7 @@ class Server:
         reply_bound: int = DEFAULT_REPLY_BOUND,
         receive_size: int = RECEIVE_SIZE,
         state_dir: str | None = None,
+        durable: DurableState | None = None,
     ) -> None:
         if reply_bound < 1:
             raise ValueError("reply_bound must be at least 1")
@@ -250,6 +252,9 @@ class Server:
         self.socket_path: str | None = None
         self._cancel_scope: trio.CancelScope | None = None
         self._clock_wanted = trio.Event()
+        #: The journal; None keeps the state in memory only (C's behaviour).
+        self.durable = durable
+        self._compaction_wanted = trio.Event()
 
     # -- the synchronous core of the shell ------------------------------
 
@@ -276,9 +281,16 @@ class Server:
     def flush(self) -> None:
         """Deliver every connection's new output and apply the engine's effects.
 
-        Effects go first: INTRODUCE's AttachRing must map a ring before output
+        The batch's journal record goes before anything: no reply leaves
+        before the change it acknowledges is written (DESIGN.md invariant 1).
+        Effects go next: INTRODUCE's AttachRing must map a ring before output
         for it can be copied there.
         """
+        durable = self.durable
+        if durable is not None:
+            durable.record(self.engine)
+            if durable.compaction_due():
+                self._compaction_wanted.set()
         effects = self.engine.take_effects()
         if effects:
             for effect in effects:
@@ -423,6 +435,19 @@ class Server:
                 self._clock_wanted = trio.Event()
                 await self._clock_wanted.wait()
 
+    async def run_compaction(self) -> None:
+        """Write a snapshot whenever the journal has grown enough (see persist)."""
+        durable = self.durable
+        assert durable is not None
+        while True:
+            await self._compaction_wanted.wait()
+            self._compaction_wanted = trio.Event()
+            seq = durable.start_compaction(self.engine)
+            pid = durable.compacting
+            assert pid is not None
+            _, status = await trio.to_thread.run_sync(os.waitpid, pid, 0)
+            durable.finish_compaction(seq, status)
+
     def shutdown(self) -> None:
         """Make ``serve`` return: stop accepting and close every connection."""
         if self._cancel_scope is not None:
@@ -444,6 +469,7 @@ async def serve(
     reply_bound: int | None = None,
     socket_mode: int = 0o600,
     xen: XenBackend | None = None,
+    durable: DurableState | None = None,
 ) -> None:
     """Run the daemon on the Unix socket ``socket_path`` until cancelled.
 
@@ -465,6 +491,7 @@ async def serve(
         tracer=tracer,
         reply_bound=reply_bound if reply_bound is not None else reply_bound_for(config),
         state_dir=state_dir,
+        durable=durable,
     )
     listener, bound = open_unix_listener(socket_path, mode=socket_mode)
     server.socket_path = socket_path
@@ -474,6 +501,8 @@ async def serve(
             log.info("listening on %s", socket_path)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(server.run_clock)
+                if durable is not None:
+                    nursery.start_soon(server.run_compaction)
                 if xen is not None:
                     server.rings = Rings(server, xen)
                     server.rings.attach_local(xen.dom0_event)

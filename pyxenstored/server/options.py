@@ -7,9 +7,11 @@ from typing import Final
 import attrs
 
 from pyxenstored.config import Config
+from pyxenstored.persist.files import Durability
 
-#: Where the daemon keeps its journal and snapshots (``--state-dir``).
-DEFAULT_STATE_DIR: Final = "/var/lib/pyxenstored"
+#: Where the daemon keeps its journal and snapshots (``--state-dir``): on
+#: tmpfs, because a store must not outlive a host reboot.
+DEFAULT_STATE_DIR: Final = "/run/pyxenstored"
 #: libxenstore's ``XEN_RUN_STORED``; the socket is ``<rundir>/socket``.
 DEFAULT_RUN_DIR: Final = "/var/run/xenstored"
 
@@ -37,3 +39,7 @@ class DaemonOptions:
     live_update: bool = False
     #: ``-V``: debug logging.
     verbose: bool = False
+    #: ``--durability``: what a journal record survives once acknowledged.
+    durability: Durability = Durability.WRITE
+    #: ``--recover=truncate``: start from the valid prefix of a damaged journal.
+    recover_truncate: bool = False

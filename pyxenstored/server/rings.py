@@ -11,12 +11,16 @@ sees it.
 
 Flow control follows C: a ring whose replies do not fit (the guest is not
 consuming them) or whose queued replies reach the domain's ``outstanding``
-quota is not read until the guest catches up and kicks us.
+quota is not read until the guest catches up and kicks us. Nor is one
+whose domain's write credit is negative (XSA-206, the engine's
+``write_credit_wait``): a timer re-services it when the credit is back,
+and only then, so an idle daemon still never wakes.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import attrs
@@ -27,6 +31,7 @@ from pyxenstored.effects import AttachRing, DetachRing, ResetRing
 from pyxenstored.engine.domains import DomainStatus
 from pyxenstored.protocol.decoder import Decoder
 from pyxenstored.protocol.errors import ProtocolError
+from pyxenstored.protocol.wire import HEADER, HEADER_SIZE
 from pyxenstored.ring.indices import BadRingError
 from pyxenstored.ring.layout import RING_SIZE, Feature, RingError, RingPage
 from pyxenstored.ring.ring import DEFAULT_FEATURES, ServerRing
@@ -114,6 +119,11 @@ class Rings:
         self.by_conn: dict[int, RingConnection] = {}
         self.by_port: dict[int, RingConnection] = {}
         self.virq_port = evtchn.bind_virq(VIRQ_DOM_EXC)
+        #: Rings not read for lack of write credit, and when (trio clock)
+        #: to service them again.
+        self.credit_waits: dict[int, float] = {}
+        #: The rate-limit timer's sleep, whose deadline a new wait may advance.
+        self._credit_sleep: trio.CancelScope | None = None
 
     # -- effects from the engine ----------------------------------------
 
@@ -132,6 +142,9 @@ class Rings:
         for domid, state in sorted(self.domains.states().items()):
             if domid in (engine.config.priv_domid, engine.config.store_domid) or state.dying:
                 continue
+            known = engine.domains.get(domid)
+            if known is not None and known.introduced:
+                continue  # restored after a crash: its ring is re-attached as it was
             try:
                 mapping = self.grants.map_ring(domid)
             except OSError:
@@ -144,6 +157,8 @@ class Rings:
                 log.info("domain %d: found running, introducing it (port %d)", domid, port)
                 engine.introduce_domain(domid, port)
         self.server.flush()
+        # Restored domains may have died while no daemon was watching.
+        self.check_domains()
 
     def attach_local(self, dom0_event: int | None) -> None:
         """Serve dom0's kernel: through ``/proc/xen/xsd_kva`` when we run in dom0,
@@ -220,6 +235,7 @@ class Rings:
         if conn is None:
             return
         self.by_port.pop(conn.port, None)
+        self.credit_waits.pop(conn_id, None)
         try:
             self.evtchn.unbind(conn.port)
         finally:
@@ -268,10 +284,54 @@ class Rings:
         self.server.engine.ignore_connection(conn.conn_id)
 
     def _room(self, conn: RingConnection) -> bool:
-        """Whether more requests may be read: C stops at the outstanding quota."""
+        """Whether more requests may be read: C stops at the outstanding quota,
+        and while the domain's write credit is negative (then the timer
+        comes back when it is not)."""
         engine = self.server.engine
         limit = engine.outstanding_limit(conn.conn_id) or DEFAULT_OUTSTANDING
-        return not conn.outgoing and engine.queued_replies(conn.conn_id) < limit
+        if conn.outgoing or engine.queued_replies(conn.conn_id) >= limit:
+            return False
+        now = trio.current_time()
+        wait = engine.write_credit_wait(conn.conn_id, now)
+        if wait > 0:
+            self._wake_later(conn.conn_id, now + wait)
+            return False
+        return True
+
+    def _read_size(self, conn: RingConnection) -> int:
+        """Bytes to take from the ring: all there are, or, while the write-rate
+        limit applies, only the rest of one message, since C reads requests
+        one at a time and checks for credit before each."""
+        if not self.server.engine.write_rate_applies(conn.conn_id):
+            return RING_SIZE
+        pending = len(conn.decoder.pending)
+        if pending < HEADER_SIZE:
+            return HEADER_SIZE - pending
+        length = HEADER.unpack_from(conn.decoder.pending)[3]
+        return HEADER_SIZE + length - pending
+
+    def _wake_later(self, conn_id: int, at: float) -> None:
+        """Service a rate-limited ring again at ``at``."""
+        self.credit_waits[conn_id] = at
+        sleep = self._credit_sleep
+        if sleep is not None and at < sleep.deadline:
+            sleep.deadline = at
+
+    async def _wake_rate_limited(self) -> None:
+        """Re-service rings once their write credit is back; sleeps for ever
+        while none waits (an idle daemon does not wake)."""
+        waits = self.credit_waits
+        while True:
+            with trio.CancelScope(deadline=min(waits.values(), default=math.inf)) as sleep:
+                self._credit_sleep = sleep
+                await trio.sleep_forever()
+            self._credit_sleep = None
+            now = trio.current_time()
+            for conn_id, at in list(waits.items()):
+                if at <= now and waits.pop(conn_id, None) is not None:
+                    conn = self.by_conn.get(conn_id)
+                    if conn is not None:
+                        self._service(conn)
 
     def _service(self, conn: RingConnection) -> None:
         """One kick: reconnect if asked, send what waits, read and answer requests."""
@@ -287,7 +347,7 @@ class Rings:
         self._push(conn)
         try:
             while ring.ignored is None and self._room(conn):
-                data = ring.read_requests()
+                data = ring.read_requests(self._read_size(conn))
                 if not data:
                     break
                 packets = conn.decoder.feed(data)
@@ -317,7 +377,13 @@ class Rings:
         self.server.flush()
 
     async def run(self) -> None:
-        """Serve kicks until cancelled; an idle daemon sleeps in the kernel."""
+        """Serve kicks, and rings whose write credit is back, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._wake_rate_limited)
+            await self._serve_kicks()
+
+    async def _serve_kicks(self) -> None:
+        """Service each ring kicked; an idle daemon sleeps in the kernel."""
         evtchn = self.evtchn
         fd = evtchn.fileno()
         while True:

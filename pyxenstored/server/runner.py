@@ -12,6 +12,10 @@ from typing import TypeVar
 
 import trio
 
+from pyxenstored.engine import Engine
+from pyxenstored.persist.durable import DurableState
+from pyxenstored.persist.files import Durability, JournalCorrupt
+from pyxenstored.persist.image import ImageError
 from pyxenstored.server.daemon import Server, serve
 from pyxenstored.server.options import DaemonOptions
 from pyxenstored.server.process import (
@@ -47,6 +51,8 @@ async def run_async(
     """
     tracer = Tracer(options.config.trace_file, options.config.trace_switches)
     xen = open_xen(options.event_port)
+    engine = Engine(options.config, xen)
+    durable = recover(engine, options)
     try:
         with trio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
@@ -58,6 +64,8 @@ async def run_async(
                         tracer=tracer,
                         state_dir=options.state_dir,
                         xen=xen,
+                        engine=engine,
+                        durable=durable,
                     )
                 )
                 if on_ready is not None:
@@ -72,12 +80,28 @@ async def run_async(
                     break
     finally:
         tracer.close()
+        if durable is not None:
+            durable.close()
         if xen is not None:
             xen.close()
     log.info("shut down")
 
 
-def _find(exc: BaseException, kind: type[E]) -> E | None:
+def recover(engine: Engine, options: DaemonOptions) -> DurableState | None:
+    """Restore the state directory's store into ``engine`` (issue 5)."""
+    if options.durability is Durability.NONE:
+        log.info("durability none: the store lives in memory only")
+        return None
+    durable, recovery = DurableState.recover(
+        engine, options.state_dir, options.durability, options.recover_truncate
+    )
+    for note in recovery.notes:
+        log.warning("%s", note)
+    log.info("%s (%s)", recovery.describe(), options.state_dir)
+    return durable
+
+
+def _find(exc: BaseException, kind: type[E] | tuple[type[E], ...]) -> E | None:
     """``exc`` itself or the first ``kind`` inside an exception group."""
     if isinstance(exc, kind):
         return exc
@@ -132,6 +156,10 @@ def run(options: DaemonOptions) -> int:
         if _find(exc, KeyboardInterrupt) is not None:  # before the receiver was installed
             log.info("interrupted")
             return 130
+        damaged = _find(exc, (JournalCorrupt, ImageError))
+        if damaged is not None:
+            log.critical("cannot restore the store: %s", damaged)
+            return 1
         os_error = _find(exc, OSError)
         if os_error is not None:
             log.critical("%s", os_error)

@@ -8,7 +8,7 @@ protocol over a private overlay.
 """
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Final, Protocol
 
 import attrs
 
@@ -16,6 +16,16 @@ from pyxenstored.store.accounting import Accounting
 from pyxenstored.store.node import Node, footprint
 from pyxenstored.store.paths import basename, parent_of
 from pyxenstored.store.permissions import Perms, owner
+
+#: Kinds of entries in ``Tree.changes`` (see ``persist/image.py`` for replay).
+CREATE: Final = 0
+SET_VALUE: Final = 1
+SET_PERMS: Final = 2
+DELETE: Final = 3
+REPLACE: Final = 4
+
+#: ``(kind, generation before, path, *arguments)``.
+Change = tuple[object, ...]
 
 
 class NodeView(Protocol):
@@ -43,6 +53,10 @@ class Tree:
     accounting: Accounting = attrs.field(factory=Accounting)
     #: Global counter, bumped by every change and every transaction start (spec 4.2).
     generation: int = 0
+    #: When not None, every change is appended here for the journal: enough
+    #: to redo it exactly through the same methods (the generation before it
+    #: makes the redo stamp the same generations).
+    changes: list[Change] | None = None
 
     def next_generation(self) -> int:
         self.generation += 1
@@ -58,6 +72,8 @@ class Tree:
         self.accounting.charge(owner(node.perms), 0, footprint(path, node) - before)
 
     def create(self, path: str, value: bytes, perms: Perms) -> Node:
+        if self.changes is not None:
+            self.changes.append((CREATE, self.generation, path, value, perms))
         node = Node(value, perms, self.next_generation())
         self.nodes[path] = node
         self._charge(path, node, 1)
@@ -71,6 +87,8 @@ class Tree:
         return node
 
     def set_value(self, path: str, value: bytes) -> Node:
+        if self.changes is not None:
+            self.changes.append((SET_VALUE, self.generation, path, value))
         node = self.nodes[path]
         before = footprint(path, node)
         node.value = value
@@ -79,6 +97,8 @@ class Tree:
         return node
 
     def set_perms(self, path: str, perms: Perms) -> Node:
+        if self.changes is not None:
+            self.changes.append((SET_PERMS, self.generation, path, perms))
         node = self.nodes[path]
         self._charge(path, node, -1)
         node.perms = perms
@@ -87,6 +107,8 @@ class Tree:
         return node
 
     def delete(self, path: str) -> None:
+        if self.changes is not None:
+            self.changes.append((DELETE, self.generation, path))
         node = self.nodes.pop(path)
         self._charge(path, node, -1)
         if path[0] == "/":
@@ -103,6 +125,8 @@ class Tree:
         Parents' child lists arrive as their own entries, so this only swaps
         the record and moves the usage; the caller stamps the generation.
         """
+        if self.changes is not None:
+            self.changes.append((REPLACE, self.generation, path, node and node.copy()))
         old = self.nodes.pop(path, None)
         if old is not None:
             self._charge(path, old, -1)

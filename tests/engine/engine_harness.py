@@ -135,6 +135,18 @@ class Harness:
             self._stash(conn, packet)
         return self._events.pop(conn, [])
 
+    # ---------------------------------------------------------------- time
+
+    def set_time(self, now: float) -> None:
+        """The shell's clock reading (seconds), as it gives one before each batch."""
+        self.engine.set_time(now)
+
+    def ring_readable(self, conn: int) -> bool:
+        """Whether the shell would read this connection's ring now: not while
+        its domain's write credit is negative (XSA-206). A request the guest
+        offers meanwhile stays in its ring, unhandled."""
+        return self.engine.write_credit_wait(conn) == 0.0
+
     # ------------------------------------------------------------- domains
 
     def introduce(self, domid: int, port: int = 7) -> int:

@@ -11,7 +11,7 @@ the daemon's event-channel notifications reach it.
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,6 @@ from pyxenstored.client import (
     ConnectionClosed,
     Transaction,
     XenstoreError,
-    open_client,
 )
 from pyxenstored.ring import RING_SIZE
 
@@ -47,26 +46,7 @@ def daemon(
         yield d
 
 
-@pytest.fixture
-def guest(fx: FakeXen) -> Iterator[RingGuest]:
-    fx.set_domain(DOMID, "running")
-    g = RingGuest(fx.root, DOMID)
-    try:
-        yield g
-    finally:
-        g.close()
 
-
-@pytest.fixture
-async def dom0(daemon: Daemon, guest: RingGuest) -> AsyncIterator[Client]:
-    """The toolstack: creates the domain's home and introduces its ring."""
-    async with open_client(daemon.socket_path) as client:
-        with trio.fail_after(DEADLINE):
-            await client.mkdir(HOME)
-            await client.set_perms(HOME, [f"n{DOMID}"])
-            await client.introduce(DOMID, 0xFEFFF, guest.port)
-            assert await client.is_domain_introduced(DOMID)
-        yield client
 
 
 async def test_ops_over_the_ring(dom0: Client, guest: RingGuest) -> None:

@@ -12,6 +12,7 @@ from pyxenstored.config import (
     DEFAULT_TRACE_SWITCHES,
     Config,
 )
+from pyxenstored.persist.files import Durability
 from pyxenstored.server import DaemonOptions
 
 ENV: dict[str, str] = {}
@@ -35,7 +36,8 @@ def test_defaults() -> None:
     assert config.soft_quotas == DEFAULT_SOFT_QUOTAS
     assert (config.priv_domid, config.store_domid) == (0, 0)
     assert options.socket_path == "/var/run/xenstored/socket"
-    assert options.state_dir == "/var/lib/pyxenstored"
+    assert options.state_dir == "/run/pyxenstored"
+    assert options.durability is Durability.WRITE and not options.recover_truncate
     assert options.pid_file is None and options.config.trace_file is None
     assert not options.no_fork and not options.live_update and not options.verbose
     assert options.config.trace_switches == DEFAULT_TRACE_SWITCHES
@@ -262,3 +264,27 @@ def test_main_invalid_value_is_fatal(capsys: pytest.CaptureFixture[str]) -> None
 def test_main_stray_argument_is_fatal(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-N", "extra"]) == 1
     assert "No arguments desired" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        ((), {}, "/run/pyxenstored"),
+        ((), {"XENSTORED_RUNDIR": "/rd"}, "/rd/pyxenstored"),
+        (("--state-dir", "/explicit"), {"XENSTORED_RUNDIR": "/rd"}, "/explicit"),
+    ],
+)
+def test_state_dir_is_on_tmpfs_by_default(
+    argv: tuple[str, ...], environ: dict[str, str], expected: str
+) -> None:
+    assert parse(*argv, environ=environ).state_dir == expected
+
+
+@pytest.mark.parametrize("mode", list(Durability))
+def test_durability_modes(mode: Durability) -> None:
+    assert parse("--durability", mode.value).durability is mode
+
+
+def test_recover_truncate() -> None:
+    assert parse("--recover", "truncate").recover_truncate
+    assert not parse("--recover=strict").recover_truncate

@@ -1,0 +1,1 @@
+"""Durable state: journal records, snapshots and recovery (issue 5)."""

@@ -1,0 +1,243 @@
+"""The engine's durable state as plain data, and back (issue 5).
+
+Two shapes share one vocabulary of CBOR-ready lists and dicts:
+
+- a **snapshot**: the whole state (every node with its ordered children,
+  the generation counter, global quotas, every domain record with its ring
+  connection's watches and open transaction ids);
+- a **batch record**: what one batch of requests changed, written to the
+  journal before the batch's replies leave (DESIGN.md invariant 1). Tree
+  changes are a redo log (``Tree.changes``); domain records are rewritten
+  whole, since they are small and change rarely.
+
+Socket connections are not recorded: their clients see the socket close
+and reconnect, as they must after any crash. A ring connection's pending
+output is not recorded either; instead every restored watch fires once, so
+a guest re-reads what it watches and misses nothing (docs/compatibility.md).
+"""
+
+from collections.abc import Iterable
+from typing import Any
+
+from pyxenstored.effects import AttachRing
+from pyxenstored.engine import Engine
+from pyxenstored.engine.domains import Domain
+from pyxenstored.store.node import Node, footprint
+from pyxenstored.store.permissions import Perm, Perms, owner
+from pyxenstored.store.tree import CREATE, DELETE, REPLACE, SET_PERMS, SET_VALUE, Change, Tree
+from pyxenstored.watches import Watch
+
+#: Bumped on any incompatible change of the shapes below.
+SCHEMA = 1
+
+Plain = dict[str, Any]
+
+
+class ImageError(Exception):
+    """A snapshot or record this version cannot read."""
+
+
+# ------------------------------------------------------------------ nodes
+
+
+def perms_out(perms: Perms) -> list[int]:
+    return [number for perm in perms for number in perm]
+
+
+def perms_in(flat: list[int]) -> Perms:
+    return tuple(Perm(flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
+
+
+def node_out(node: Node) -> list[Any]:
+    return [node.value, perms_out(node.perms), node.generation, list(node.children)]
+
+
+def node_in(entry: list[Any]) -> Node:
+    value, perms, generation, children = entry
+    node = Node(value, perms_in(perms), generation)
+    for name in children:
+        node.add_child(name)
+    return node
+
+
+def change_out(change: Change) -> list[Any]:
+    kind, before, path, *rest = change
+    if kind in (CREATE, SET_PERMS):
+        rest[-1] = perms_out(rest[-1])  # type: ignore[arg-type]
+    elif kind == REPLACE:
+        rest[0] = None if rest[0] is None else node_out(rest[0])  # type: ignore[arg-type]
+    return [kind, before, path, *rest]
+
+
+def redo(tree: Tree, entry: list[Any]) -> None:
+    """Repeat one journaled change; the same methods stamp the same generations."""
+    kind, before, path, *rest = entry
+    tree.generation = before
+    if kind == CREATE:
+        tree.create(path, rest[0], perms_in(rest[1]))
+    elif kind == SET_VALUE:
+        tree.set_value(path, rest[0])
+    elif kind == SET_PERMS:
+        tree.set_perms(path, perms_in(rest[0]))
+    elif kind == DELETE:
+        tree.delete(path)
+    elif kind == REPLACE:
+        tree.replace(path, None if rest[0] is None else node_in(rest[0]))
+    else:
+        raise ImageError(f"unknown change kind {kind!r}")
+
+
+def _load_nodes(entries: Iterable[list[Any]]) -> Tree:
+    tree = Tree()
+    nodes, charge = tree.nodes, tree.accounting.charge
+    for path, *entry in entries:
+        node = node_in(entry)
+        nodes[path] = node
+        charge(owner(node.perms), 1, footprint(path, node))
+    return tree
+
+
+# ---------------------------------------------------------------- domains
+
+
+def domain_out(engine: Engine, domid: int) -> Plain | None:
+    """The domain's record with its ring connection; None once it is gone."""
+    domain = engine.domains.get(domid)
+    if domain is None:
+        return None
+    record: Plain = {
+        "domid": domid,
+        "hard": dict(domain.hard_quotas),
+        "soft": dict(domain.soft_quotas),
+        "features": domain.features,
+        "introduced": domain.introduced,
+        "port": domain.port,
+        "shutdown_reported": domain.shutdown_reported,
+        "conn": None,
+    }
+    conn = engine.connections.get(domain.conn_id) if domain.conn_id is not None else None
+    if conn is not None:
+        watches = sorted(conn.watches.values(), key=lambda watch: watch.seq)
+        record["conn"] = {
+            "order": conn.conn_id,
+            "privileged": conn.privileged,
+            "target": conn.target,
+            "ignored": conn.ignored,
+            "last_tx_id": conn.last_tx_id,
+            "transactions": sorted({*conn.transactions, *conn.lost_transactions}),
+            "watches": [[w.path, w.token, w.depth, w.prefix_len] for w in watches],
+        }
+    return record
+
+
+def _quotas_out(engine: Engine) -> list[dict[str, int]]:
+    return [dict(engine.config.hard_quotas), dict(engine.config.soft_quotas)]
+
+
+def _quotas_in(engine: Engine, quotas: list[dict[str, int]]) -> None:
+    engine.config.hard_quotas.clear()
+    engine.config.hard_quotas.update(quotas[0])
+    engine.config.soft_quotas.clear()
+    engine.config.soft_quotas.update(quotas[1])
+
+
+# ------------------------------------------------------------- the whole
+
+
+def snapshot(engine: Engine) -> Plain:
+    """The whole durable state."""
+    domains = [domain_out(engine, domid) for domid in sorted(engine.domains.domains)]
+    return {
+        "schema": SCHEMA,
+        "generation": engine.tree.generation,
+        "quotas": _quotas_out(engine),
+        "nodes": [[path, *node_out(node)] for path, node in engine.tree.nodes.items()],
+        "domains": domains,
+    }
+
+
+def take_batch(engine: Engine, since_generation: int) -> Plain | None:
+    """What changed since the last call, or None if nothing durable did.
+
+    ``since_generation`` is the generation of the previous record: a bare
+    counter move (a transaction started) is recorded too, so that a replay
+    ends with the live counter.
+    """
+    tree = engine.tree
+    changes = tree.changes
+    touched, globals_touched = engine.take_touched()
+    if not (changes or touched or globals_touched or tree.generation != since_generation):
+        return None
+    record: Plain = {"g": tree.generation}
+    if changes:
+        tree.changes = []
+        record["t"] = [change_out(change) for change in changes]
+    if touched:
+        record["d"] = [[domid, domain_out(engine, domid)] for domid in sorted(touched)]
+    if globals_touched:
+        record["q"] = _quotas_out(engine)
+    return record
+
+
+def restore(engine: Engine, image: Plain | None, batches: Iterable[Plain]) -> int:
+    """Load a snapshot and replay batch records into a newly made engine.
+
+    Domain records and connections are rebuilt once, from their final
+    versions. Returns the number of restored watches, each of which has
+    fired once; AttachRing effects for the restored rings are queued.
+    """
+    domains: dict[int, Plain | None] = {}
+    if image is not None:
+        if image.get("schema") != SCHEMA:
+            raise ImageError(f"snapshot schema {image.get('schema')!r}, expected {SCHEMA}")
+        engine.tree = _load_nodes(image["nodes"])
+        engine.tree.generation = image["generation"]
+        _quotas_in(engine, image["quotas"])
+        domains.update((record["domid"], record) for record in image["domains"])
+    tree = engine.tree
+    for batch in batches:
+        for entry in batch.get("t", ()):
+            redo(tree, entry)
+        tree.generation = batch["g"]
+        domains.update((domid, record) for domid, record in batch.get("d", ()))
+        if "q" in batch:
+            _quotas_in(engine, batch["q"])
+    return _rebuild_domains(engine, domains)
+
+
+def _rebuild_domains(engine: Engine, records: dict[int, Plain | None]) -> int:
+    table = engine.domains.domains
+    for domid, record in records.items():
+        if record is None:
+            table.pop(domid, None)
+            continue
+        table[domid] = Domain(
+            domid,
+            record["hard"],
+            record["soft"],
+            features=record["features"],
+            introduced=record["introduced"],
+            port=record["port"],
+            shutdown_reported=record["shutdown_reported"],
+        )
+    live = [record for record in records.values() if record is not None and record["conn"]]
+    live.sort(key=lambda record: record["conn"]["order"])
+    return sum(_rebuild_connection(engine, record) for record in live)
+
+
+def _rebuild_connection(engine: Engine, record: Plain) -> int:
+    saved = record["conn"]
+    domid = record["domid"]
+    domain = engine.domains.domains[domid]
+    conn_id = engine.restore_connection(domid, saved["privileged"])
+    domain.conn_id = conn_id
+    conn = engine.connections[conn_id]
+    conn.target = saved["target"]
+    conn.ignored = saved["ignored"]
+    conn.last_tx_id = saved["last_tx_id"]
+    conn.lost_transactions = set(saved["transactions"])
+    for path, token, depth, prefix_len in saved["watches"]:
+        engine.restore_watch(conn, Watch(conn_id, path, token, depth, prefix_len))
+    if domid != engine.config.priv_domid and domain.introduced and not conn.ignored:
+        engine.emit(AttachRing(domid, conn_id, domain.port))
+    return len(saved["watches"])
