@@ -6,6 +6,7 @@ Example::
     .venv/bin/python -m bench --targets pyxenstored,c,ocaml --seconds 3
     .venv/bin/python -m bench --json > bench.json
     .venv/bin/python -m bench --idle-guests 100 --idle-seconds 10   # bench/rings.py
+    .venv/bin/python -m bench persist --help                        # bench/persist.py
 
 Each target gets its own fresh daemon. Targets that cannot start here
 (the C and OCaml daemons need a hypervisor) are listed as unavailable.
@@ -14,6 +15,10 @@ With several targets the table adds each one's ratio to the first.
 ``--idle-guests N`` runs ``bench/rings.py`` instead: each daemon on the
 stand-in hypervisor with N idle simulated guests on rings, measuring the
 daemon's CPU over ``--idle-seconds`` (targets default to pyxenstored,c).
+
+``persist`` as the first argument runs ``bench/persist.py`` instead:
+pyxenstored's recovery time for a large store and its write throughput
+with each journal durability (``python -m bench persist --help``).
 """
 
 from __future__ import annotations
@@ -142,6 +147,11 @@ def main_idle(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["persist"]:
+        from bench import persist
+
+        return persist.main(argv[1:])
     args = parse_args(argv)
     if args.idle_guests > 0:
         return main_idle(args)

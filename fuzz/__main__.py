@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--examples", type=int, default=300, help="sequences for --find")
     lv = sub.add_parser("live", help="throw generated requests at a running daemon")
     lv.add_argument("--socket", type=Path, help="daemon socket (default: start pyxenstored)")
+    lv.add_argument("--command", help="start this daemon instead ({socket}, {dir} are filled in)")
     lv.add_argument("--seconds", type=float, default=30.0)
     lv.add_argument("--seed", type=int, default=0)
     c = sub.add_parser("codec", help="decoder and in-process engine fuzzing")
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "live":
         from fuzz import live
 
-        return live.main(args.socket, args.seconds, args.seed)
+        return live.main(args.socket, args.seconds, args.seed, args.command)
 
     from fuzz import differential
 

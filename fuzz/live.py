@@ -12,7 +12,9 @@ Only CONTROL commands that touch no files and start no live update are sent.
 
 from __future__ import annotations
 
+import os
 import random
+import shlex
 import socket
 import subprocess
 import sys
@@ -156,6 +158,34 @@ def fuzz_socket(path: Path, seconds: float, seed: int = 0, daemon: object | None
     return stats["requests"]
 
 
+class Started:
+    """A daemon this fuzzer started, watched for dying (``fuzz_socket``'s ``daemon``)."""
+
+    def __init__(self, argv: list[str], socket_path: Path, env: dict[str, str] | None = None):
+        self.socket_path = socket_path
+        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not socket_path.exists() and time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise LiveError(f"{argv[0]} exited with status {self.proc.returncode}")
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(5)
+
+
+def start_command(command: str, workdir: Path) -> Started:
+    """Any daemon: ``command`` with ``{socket}`` and ``{dir}`` filled in, e.g.
+    ``--command "/usr/sbin/xenstored -N -T /dev/null"`` with XENSTORED_PATH
+    set by us to ``{socket}``."""
+    sock = workdir / "socket"
+    argv = shlex.split(command.format(socket=sock, dir=workdir))
+    env = {**os.environ, "XENSTORED_PATH": str(sock), "XENSTORED_RUNDIR": str(workdir)}
+    return Started(argv, sock, env)
+
+
 def start_pyxenstored(workdir: Path) -> object:
     """pyxenstored on the stand-in if it builds, else a plain socket-only daemon."""
     sys.path.insert(0, str(REPO / "tests" / "fakexen"))
@@ -167,32 +197,19 @@ def start_pyxenstored(workdir: Path) -> object:
         return fxs.start_pyxenstored(fx, workdir / "run")
     except Exception:  # no gcc/headers: run without the stand-in
         sock = workdir / "socket"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pyxenstored", "--no-fork", "--socket", str(sock),
-             "--state-dir", str(workdir / "state")], cwd=REPO,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-        class _Plain:
-            def __init__(self) -> None:
-                self.proc, self.socket_path = proc, sock
-
-            def stop(self) -> int:
-                proc.terminate()
-                return proc.wait(5)
-
-        return _Plain()
+        return Started([sys.executable, "-m", "pyxenstored", "--no-fork", "--socket", str(sock),
+                        "--state-dir", str(workdir / "state")], sock)
 
 
-def main(socket_path: Path | None, seconds: float, seed: int = 0) -> int:
+def main(socket_path: Path | None, seconds: float, seed: int = 0,
+         command: str | None = None) -> int:
     if socket_path is not None:
         n = fuzz_socket(socket_path, seconds, seed)
         print(f"live: {n} requests answered, daemon alive, CONTROL check OK")
         return 0
     with tempfile.TemporaryDirectory(prefix="fzl") as tmp:
-        daemon = start_pyxenstored(Path(tmp))
+        workdir = Path(tmp)
+        daemon = start_command(command, workdir) if command else start_pyxenstored(workdir)
         try:
             n = fuzz_socket(daemon.socket_path, seconds, seed, daemon)  # type: ignore[attr-defined]
         finally:
