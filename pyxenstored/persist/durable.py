@@ -61,6 +61,10 @@ class DurableState:
     generation: int
     #: The forked snapshot writer, while one runs.
     compacting: int | None = None
+    #: Each ring's last recorded state, for the next snapshot.
+    rings: dict[int, image.RingState] = attrs.field(factory=dict)
+    #: The rings' states found at recovery, until the shell re-attaches them.
+    restored_rings: dict[int, image.RingState] = attrs.field(factory=dict)
 
     @classmethod
     def recover(
@@ -76,25 +80,32 @@ class DurableState:
         directory = Path(directory)
         loaded = files.load(directory, truncate_corrupt)
         saved = cbor2.loads(loaded.snapshot) if loaded.snapshot is not None else None
-        watches = image.restore(engine, saved, (cbor2.loads(r) for r in loaded.records))
+        restored = image.restore(engine, saved, (cbor2.loads(r) for r in loaded.records))
         recovery = Recovery(
             loaded.snapshot_seq,
             len(loaded.records),
             len(engine.tree.nodes),
             len(engine.domains.domains),
-            watches,
+            restored.watches,
             tuple(loaded.notes),
         )
         engine.take_touched()
         journal = Journal.open(directory, durability, loaded.next_seq)
-        size = files.write_snapshot(directory, journal.seq, cbor2.dumps(image.snapshot(engine)))
+        rings = dict(restored.rings)
+        size = files.write_snapshot(
+            directory, journal.seq, cbor2.dumps(image.snapshot(engine, rings))
+        )
         files.discard_obsolete(directory, journal.seq)
         engine.tree.changes = []
-        return cls(directory, journal, size, engine.tree.generation), recovery
+        state = cls(directory, journal, size, engine.tree.generation, None, rings, restored.rings)
+        return state, recovery
 
-    def record(self, engine: Engine) -> None:
-        """Journal what the batch changed; replies may leave once this returns."""
-        batch = image.take_batch(engine, self.generation)
+    def record(
+        self, engine: Engine, rings: list[tuple[int, image.RingState]] | None = None
+    ) -> None:
+        """Journal what the batch changed, with the rings' new states; replies
+        may leave and ring indices be published once this returns."""
+        batch = image.take_batch(engine, self.generation, rings)
         if batch is None:
             return
         try:
@@ -108,6 +119,10 @@ class DurableState:
                 "stopping rather than acknowledge unrecorded changes",
             ) from exc
         self.generation = batch["g"]
+        self.rings.update(rings or ())
+        for domid, record in batch.get("d", ()):
+            if record is None:
+                self.rings.pop(domid, None)
 
     def compaction_due(self) -> bool:
         return self.compacting is None and self.journal.size > max(
@@ -121,7 +136,11 @@ class DurableState:
         if pid == 0:  # the child: the state as of the rotation, frozen
             status = 1
             try:
-                files.write_snapshot(self.directory, seq, cbor2.dumps(image.snapshot(engine)))
+                # Let go of the listening socket and every connection: a
+                # child outliving a killed parent must not hold them.
+                os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+                payload = cbor2.dumps(image.snapshot(engine, self.rings))
+                files.write_snapshot(self.directory, seq, payload)
                 status = 0
             finally:
                 os._exit(status)

@@ -11,13 +11,19 @@ Two shapes share one vocabulary of CBOR-ready lists and dicts:
   whole, since they are small and change rarely.
 
 Socket connections are not recorded: their clients see the socket close
-and reconnect, as they must after any crash. A ring connection's pending
-output is not recorded either; instead every restored watch fires once, so
-a guest re-reads what it watches and misses nothing (docs/compatibility.md).
+and reconnect, as they must after any crash. A ring connection's state is
+recorded as the shell reports it (``RingState``: the indices it will
+publish, a partly received request, a partly sent message and the replies
+still queued), so that no request is lost or answered twice and no reply
+goes missing. Queued watch events are not recorded; instead every restored
+watch fires once, so a guest re-reads what it watches and misses nothing
+(docs/compatibility.md).
 """
 
 from collections.abc import Iterable
 from typing import Any
+
+import attrs
 
 from pyxenstored.effects import AttachRing
 from pyxenstored.engine import Engine
@@ -31,6 +37,11 @@ from pyxenstored.watches import Watch
 SCHEMA = 1
 
 Plain = dict[str, Any]
+#: One ring's position, as ``Rings.take_states`` reports it: ``req_cons``,
+#: ``rsp_prod`` (ints), ``partial`` (bytes of a request not complete yet),
+#: ``outgoing`` (the unsent rest of a message begun in the ring) and
+#: ``replies`` (whole replies still queued, a list of bytes).
+RingState = dict[str, Any]
 
 
 class ImageError(Exception):
@@ -144,8 +155,8 @@ def _quotas_in(engine: Engine, quotas: list[dict[str, int]]) -> None:
 # ------------------------------------------------------------- the whole
 
 
-def snapshot(engine: Engine) -> Plain:
-    """The whole durable state."""
+def snapshot(engine: Engine, rings: dict[int, RingState] | None = None) -> Plain:
+    """The whole durable state, with the rings' last recorded states."""
     domains = [domain_out(engine, domid) for domid in sorted(engine.domains.domains)]
     return {
         "schema": SCHEMA,
@@ -153,10 +164,13 @@ def snapshot(engine: Engine) -> Plain:
         "quotas": _quotas_out(engine),
         "nodes": [[path, *node_out(node)] for path, node in engine.tree.nodes.items()],
         "domains": domains,
+        "rings": sorted((rings or {}).items()),
     }
 
 
-def take_batch(engine: Engine, since_generation: int) -> Plain | None:
+def take_batch(
+    engine: Engine, since_generation: int, rings: list[tuple[int, RingState]] | None = None
+) -> Plain | None:
     """What changed since the last call, or None if nothing durable did.
 
     ``since_generation`` is the generation of the previous record: a bare
@@ -166,7 +180,8 @@ def take_batch(engine: Engine, since_generation: int) -> Plain | None:
     tree = engine.tree
     changes = tree.changes
     touched, globals_touched = engine.take_touched()
-    if not (changes or touched or globals_touched or tree.generation != since_generation):
+    if not (changes or touched or globals_touched or rings
+            or tree.generation != since_generation):
         return None
     record: Plain = {"g": tree.generation}
     if changes:
@@ -176,17 +191,28 @@ def take_batch(engine: Engine, since_generation: int) -> Plain | None:
         record["d"] = [[domid, domain_out(engine, domid)] for domid in sorted(touched)]
     if globals_touched:
         record["q"] = _quotas_out(engine)
+    if rings:
+        record["r"] = rings
     return record
 
 
-def restore(engine: Engine, image: Plain | None, batches: Iterable[Plain]) -> int:
+@attrs.frozen
+class Restored:
+    #: Watches restored (each fired once).
+    watches: int
+    #: The last recorded state of each restored domain's ring, for the shell.
+    rings: dict[int, RingState]
+
+
+def restore(engine: Engine, image: Plain | None, batches: Iterable[Plain]) -> Restored:
     """Load a snapshot and replay batch records into a newly made engine.
 
     Domain records and connections are rebuilt once, from their final
-    versions. Returns the number of restored watches, each of which has
-    fired once; AttachRing effects for the restored rings are queued.
+    versions; each restored watch fires once, after the replies its ring
+    still owed; AttachRing effects for the restored rings are queued.
     """
     domains: dict[int, Plain | None] = {}
+    rings: dict[int, RingState] = {}
     if image is not None:
         if image.get("schema") != SCHEMA:
             raise ImageError(f"snapshot schema {image.get('schema')!r}, expected {SCHEMA}")
@@ -194,18 +220,24 @@ def restore(engine: Engine, image: Plain | None, batches: Iterable[Plain]) -> in
         engine.tree.generation = image["generation"]
         _quotas_in(engine, image["quotas"])
         domains.update((record["domid"], record) for record in image["domains"])
+        rings.update((domid, state) for domid, state in image["rings"])
     tree = engine.tree
     for batch in batches:
         for entry in batch.get("t", ()):
             redo(tree, entry)
         tree.generation = batch["g"]
         domains.update((domid, record) for domid, record in batch.get("d", ()))
+        rings.update((domid, state) for domid, state in batch.get("r", ()))
         if "q" in batch:
             _quotas_in(engine, batch["q"])
-    return _rebuild_domains(engine, domains)
+    watches = _rebuild_domains(engine, domains, rings)
+    live = {domid: state for domid, state in rings.items() if domid in engine.domains.domains}
+    return Restored(watches, live)
 
 
-def _rebuild_domains(engine: Engine, records: dict[int, Plain | None]) -> int:
+def _rebuild_domains(
+    engine: Engine, records: dict[int, Plain | None], rings: dict[int, RingState]
+) -> int:
     table = engine.domains.domains
     for domid, record in records.items():
         if record is None:
@@ -222,10 +254,10 @@ def _rebuild_domains(engine: Engine, records: dict[int, Plain | None]) -> int:
         )
     live = [record for record in records.values() if record is not None and record["conn"]]
     live.sort(key=lambda record: record["conn"]["order"])
-    return sum(_rebuild_connection(engine, record) for record in live)
+    return sum(_rebuild_connection(engine, record, rings.get(record["domid"])) for record in live)
 
 
-def _rebuild_connection(engine: Engine, record: Plain) -> int:
+def _rebuild_connection(engine: Engine, record: Plain, ring: RingState | None) -> int:
     saved = record["conn"]
     domid = record["domid"]
     domain = engine.domains.domains[domid]
@@ -236,6 +268,8 @@ def _rebuild_connection(engine: Engine, record: Plain) -> int:
     conn.ignored = saved["ignored"]
     conn.last_tx_id = saved["last_tx_id"]
     conn.lost_transactions = set(saved["transactions"])
+    for reply in ring["replies"] if ring is not None else ():
+        conn.outbox.reply(reply)
     for path, token, depth, prefix_len in saved["watches"]:
         engine.restore_watch(conn, Watch(conn_id, path, token, depth, prefix_len))
     if domid != engine.config.priv_domid and domain.introduced and not conn.ignored:

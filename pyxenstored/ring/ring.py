@@ -91,7 +91,8 @@ class ServerRing:
     honoured; only a new ``ServerRing`` (the domain's next life) clears it.
     """
 
-    __slots__ = ("page", "_features", "_fence", "_notify", "_ignored")
+    __slots__ = ("page", "_features", "_fence", "_notify", "_ignored", "_deferred",
+                 "_req_cons", "_rsp_prod")
 
     def __init__(
         self,
@@ -99,12 +100,20 @@ class ServerRing:
         features: Feature = DEFAULT_FEATURES,
         *,
         fence: Callable[[], None] = no_fence,
+        deferred: bool = False,
     ) -> None:
         self.page = page
         self._features = Feature(features)
         self._fence = fence
         self._notify = False
         self._ignored: RingError | None = None
+        #: With ``deferred``, transfers move private copies of the two
+        #: indices the server owns, and only ``publish()`` shows them to the
+        #: guest: a daemon that journals first can then never have shown a
+        #: guest more than its journal holds (requests taken, replies given).
+        self._deferred = deferred
+        self._req_cons: int | None = None
+        self._rsp_prod: int | None = None
 
     # -- state -------------------------------------------------------------
 
@@ -207,6 +216,7 @@ class ServerRing:
         """
         iface = self.page.iface
         self.publish_features()
+        self._req_cons = self._rsp_prod = None
         iface.req_cons = 0
         iface.req_prod = 0
         iface.rsp_cons = 0
@@ -235,7 +245,7 @@ class ServerRing:
         if self._ignored is not None:
             raise BadRingError("ring is ignored", self._ignored)
         iface = self.page.iface
-        cons = iface.req_cons
+        cons = iface.req_cons if self._req_cons is None else self._req_cons
         prod = iface.req_prod
         self._fence()
         try:
@@ -247,7 +257,10 @@ class ServerRing:
             return b""
         data = copy_out(self.page.req, cons, n)
         self._fence()
-        iface.req_cons = advance(cons, n)
+        if self._deferred:
+            self._req_cons = advance(cons, n)
+        else:
+            iface.req_cons = advance(cons, n)
         self._notify = True
         return data
 
@@ -264,7 +277,7 @@ class ServerRing:
             raise BadRingError("ring is ignored", self._ignored)
         iface = self.page.iface
         cons = iface.rsp_cons
-        prod = iface.rsp_prod
+        prod = iface.rsp_prod if self._rsp_prod is None else self._rsp_prod
         self._fence()
         try:
             space = RING_SIZE - checked_used(prod, cons)
@@ -277,6 +290,43 @@ class ServerRing:
                 return 0
             copy_in(self.page.rsp, prod, view[:n])
             self._fence()
-            iface.rsp_prod = advance(prod, n)
+            if self._deferred:
+                self._rsp_prod = advance(prod, n)
+            else:
+                iface.rsp_prod = advance(prod, n)
             self._notify = True
             return n
+
+    # -- deferred publication -------------------------------------------------
+
+    def positions(self) -> tuple[int, int]:
+        """``req_cons`` and ``rsp_prod`` as they will be once published."""
+        iface = self.page.iface
+        return (
+            iface.req_cons if self._req_cons is None else self._req_cons,
+            iface.rsp_prod if self._rsp_prod is None else self._rsp_prod,
+        )
+
+    def publish(self) -> None:
+        """Show the guest the deferred index moves (the data is already there)."""
+        iface = self.page.iface
+        if self._req_cons is not None:
+            iface.req_cons = self._req_cons
+            self._req_cons = None
+        if self._rsp_prod is not None:
+            self._fence()
+            iface.rsp_prod = self._rsp_prod
+            self._rsp_prod = None
+
+    def resume(self, req_cons: int, rsp_prod: int) -> None:
+        """After a restart: publish the positions the journal recorded when the
+        page lags behind them (the daemon died between its journal write and
+        ``publish``); a page already there, or a reset one, is left alone."""
+        iface = self.page.iface
+        if 0 < (req_cons - iface.req_cons) % 2**32 <= RING_SIZE:
+            iface.req_cons = req_cons
+            self._notify = True
+        if 0 < (rsp_prod - iface.rsp_prod) % 2**32 <= RING_SIZE:
+            self._fence()
+            iface.rsp_prod = rsp_prod
+            self._notify = True

@@ -281,16 +281,14 @@ class Server:
     def flush(self) -> None:
         """Deliver every connection's new output and apply the engine's effects.
 
-        The batch's journal record goes before anything: no reply leaves
-        before the change it acknowledges is written (DESIGN.md invariant 1).
-        Effects go next: INTRODUCE's AttachRing must map a ring before output
-        for it can be copied there.
+        Effects go first: INTRODUCE's AttachRing must map a ring before output
+        for it can be copied there. Output is then staged (socket writers are
+        woken but run only after this returns; ring bytes are copied but their
+        indices not published), the batch's journal record is written, and
+        only then do the rings' indices move: no reply leaves before the
+        change it acknowledges is recorded (DESIGN.md invariant 1), and no
+        request leaves a ring before the journal knows it was taken.
         """
-        durable = self.durable
-        if durable is not None:
-            durable.record(self.engine)
-            if durable.compaction_due():
-                self._compaction_wanted.set()
         effects = self.engine.take_effects()
         if effects:
             for effect in effects:
@@ -303,6 +301,13 @@ class Server:
                 conn.wake_writer()
             elif rings is not None:
                 rings.write_output(conn_id)
+        durable = self.durable
+        if durable is not None:
+            durable.record(self.engine, rings.take_states() if rings is not None else None)
+            if durable.compaction_due():
+                self._compaction_wanted.set()
+        if rings is not None:
+            rings.publish()
         if self.tracer.is_open:
             self.tracer.flush()
 

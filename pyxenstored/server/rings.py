@@ -29,6 +29,7 @@ import trio
 from pyxenstored.config import SUPPORTED_FEATURES
 from pyxenstored.effects import AttachRing, DetachRing, ResetRing
 from pyxenstored.engine.domains import DomainStatus
+from pyxenstored.persist.image import RingState
 from pyxenstored.protocol.decoder import Decoder
 from pyxenstored.protocol.errors import ProtocolError
 from pyxenstored.protocol.wire import HEADER, HEADER_SIZE
@@ -106,6 +107,18 @@ class RingConnection:
     #: What is left of the message being copied into the ring; the rest of
     #: the backlog stays in the engine's bounded outbox.
     outgoing: bytearray = attrs.field(factory=bytearray)
+    #: The state last handed to the journal (``Rings.take_states``).
+    journaled: RingState | None = None
+
+    def state(self, replies: list[bytes]) -> RingState:
+        req_cons, rsp_prod = self.ring.positions()
+        return {
+            "req_cons": req_cons,
+            "rsp_prod": rsp_prod,
+            "partial": self.decoder.pending,
+            "outgoing": bytes(self.outgoing),
+            "replies": replies,
+        }
 
 
 class Rings:
@@ -119,6 +132,13 @@ class Rings:
         self.by_conn: dict[int, RingConnection] = {}
         self.by_port: dict[int, RingConnection] = {}
         self.virq_port = evtchn.bind_virq(VIRQ_DOM_EXC)
+        #: Rings whose indices moved (or whose pending bytes changed) since
+        #: the last ``publish``.
+        self.moved: set[int] = set()
+        #: States found by crash recovery, applied when each ring re-attaches.
+        self.restored: dict[int, RingState] = (
+            server.durable.restored_rings if server.durable is not None else {}
+        )
         #: Rings not read for lack of write credit, and when (trio clock)
         #: to service them again.
         self.credit_waits: dict[int, float] = {}
@@ -192,7 +212,7 @@ class Rings:
         # 1.5) plus what the ring itself offers (reconnection).
         domain = engine.domains.get(effect.domid)
         features = domain.features if domain is not None else SUPPORTED_FEATURES
-        ring = ServerRing(page, DEFAULT_FEATURES | Feature(features))
+        ring = ServerRing(page, DEFAULT_FEATURES | Feature(features), deferred=True)
         # A port the builder left in the page wins over INTRODUCE's (spec 1.5).
         remote = ring.evtchn_port or effect.port
         try:
@@ -206,7 +226,16 @@ class Rings:
         conn = RingConnection(effect.conn_id, effect.domid, mapping, page, ring, port)
         self.by_conn[conn.conn_id] = conn
         self.by_port[port] = conn
+        restored = self.restored.pop(effect.domid, None)
+        if restored is not None:
+            # Where the dead daemon's journal left this ring: the indices it
+            # had not published yet, the half-read request, the half-sent reply.
+            ring.resume(restored["req_cons"], restored["rsp_prod"])
+            conn.decoder = Decoder(restored["partial"])
+            conn.outgoing[:] = restored["outgoing"]
+            conn.journaled = restored
         ring.connect()
+        self.moved.add(conn.conn_id)
         log.info("domain %d: ring attached (port %d)", effect.domid, port)
         self._service(conn)
 
@@ -228,7 +257,7 @@ class Rings:
         conn.outgoing.clear()
         if conn.ring.ignored is None:
             conn.ring.complete_reconnect()
-        self._notify(conn)
+        self.moved.add(conn.conn_id)
 
     def _detach(self, conn_id: int) -> None:
         conn = self.by_conn.pop(conn_id, None)
@@ -246,12 +275,38 @@ class Rings:
     # -- moving bytes ---------------------------------------------------
 
     def write_output(self, conn_id: int) -> None:
-        """Copy what the engine queued for a ring connection into its ring."""
+        """Copy what the engine queued for a ring connection into its ring;
+        the guest sees it at ``publish``."""
         conn = self.by_conn.get(conn_id)
         if conn is None:
             return
         self._push(conn)
-        self._notify(conn)
+
+    def take_states(self) -> list[tuple[int, RingState]]:
+        """The states of the rings that changed since last asked, for the
+        journal record that must precede ``publish``."""
+        engine = self.server.engine
+        changed = []
+        for conn_id in self.moved:
+            conn = self.by_conn.get(conn_id)
+            if conn is None or conn.ring.ignored is not None:
+                continue
+            engine_conn = engine.connections.get(conn_id)
+            replies = engine_conn.outbox.pending_replies() if engine_conn is not None else []
+            state = conn.state(replies)
+            if state != conn.journaled:
+                conn.journaled = state
+                changed.append((conn.domid, state))
+        return changed
+
+    def publish(self) -> None:
+        """Show each guest what its ring got since the last call, and kick it."""
+        for conn_id in self.moved:
+            conn = self.by_conn.get(conn_id)
+            if conn is not None and conn.ring.ignored is None:
+                conn.ring.publish()
+                self._notify(conn)
+        self.moved.clear()
 
     def _push(self, conn: RingConnection) -> None:
         """Fill the ring from the engine's queue until it is full or nothing is left."""
@@ -262,6 +317,7 @@ class Rings:
                 conn.outgoing += engine.take_output(conn.conn_id, RING_SIZE)
                 if not conn.outgoing:
                     return
+            self.moved.add(conn.conn_id)
             try:
                 sent = ring.write_responses(conn.outgoing)
             except BadRingError as exc:
@@ -344,12 +400,14 @@ class Rings:
             conn.outgoing.clear()
             server.engine.reset_connection(conn.conn_id)
             ring.complete_reconnect()
+            self.moved.add(conn.conn_id)
         self._push(conn)
         try:
             while ring.ignored is None and self._room(conn):
                 data = ring.read_requests(self._read_size(conn))
                 if not data:
                     break
+                self.moved.add(conn.conn_id)
                 packets = conn.decoder.feed(data)
                 if packets:
                     server.handle_packets(conn.conn_id, packets)
@@ -359,7 +417,8 @@ class Rings:
         except ProtocolError as exc:
             log.warning("domain %d: %s", conn.domid, exc)
             self._ignore(conn, RingError.PROTO)
-        self._notify(conn)
+        # Journal what is left (a partial request, say), then publish.
+        server.flush()
 
     # -- the event loop -------------------------------------------------
 

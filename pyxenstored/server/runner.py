@@ -52,6 +52,7 @@ async def run_async(
     tracer = Tracer(options.config.trace_file, options.config.trace_switches)
     xen = open_xen(options.event_port)
     engine = Engine(options.config, xen)
+    engine.set_time(trio.current_time())  # restored watches' events are queued now
     durable = recover(engine, options)
     try:
         with trio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:

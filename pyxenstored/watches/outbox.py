@@ -104,5 +104,9 @@ class Outbox:
         self.dropped_events += dropped
         return dropped
 
+    def pending_replies(self) -> list[bytes]:
+        """The replies not yet taken, in order (what a restart must still send)."""
+        return [message.data for message in self.messages if message.event is None]
+
     def clear(self) -> None:
         self.take()

@@ -137,3 +137,35 @@ def test_daemon_refuses_a_damaged_journal(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot restore the store" in result.stderr and str(segment) in result.stderr
     assert not (tmp_path / "sock").exists()
+
+
+def test_snapshot_child_holds_no_inherited_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child outliving a killed daemon must not keep its listening socket
+    (clients would connect and hang, and a restart would find it in use)."""
+    import socket
+    import time
+
+    h, durable = started(tmp_path)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "sock"))
+    listener.listen()
+    real_write = files.write_snapshot
+
+    def slow_write(directory: Path, seq: int, payload: bytes) -> int:
+        time.sleep(1.0)
+        return real_write(directory, seq, payload)
+
+    monkeypatch.setattr(files, "write_snapshot", slow_write)
+    seq = durable.start_compaction(h.engine)
+    pid = durable.compacting
+    assert pid is not None
+    time.sleep(0.3)
+    inherited = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
+    _, status = os.waitpid(pid, 0)
+    durable.finish_compaction(seq, status)
+    listener.close()
+    durable.close()
+    assert inherited == [0, 1, 2]
+    assert os.waitstatus_to_exitcode(status) == 0
