@@ -10,6 +10,7 @@ renamed its snapshot into place the segments it covers are deleted.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from pathlib import Path
@@ -65,6 +66,8 @@ class DurableState:
     rings: dict[int, image.RingState] = attrs.field(factory=dict)
     #: The rings' states found at recovery, until the shell re-attaches them.
     restored_rings: dict[int, image.RingState] = attrs.field(factory=dict)
+    #: A snapshot should be written whatever the journal's size.
+    snapshot_wanted: bool = False
 
     @classmethod
     def recover(
@@ -78,9 +81,18 @@ class DurableState:
         start from a state that may miss acknowledged writes.
         """
         directory = Path(directory)
-        loaded = files.load(directory, truncate_corrupt)
-        saved = cbor2.loads(loaded.snapshot) if loaded.snapshot is not None else None
-        restored = image.restore(engine, saved, (cbor2.loads(r) for r in loaded.records))
+        # Hundreds of thousands of objects are made and none are garbage:
+        # the cyclic collector would only walk them, again and again.
+        gc.disable()
+        try:
+            loaded = files.load(directory, truncate_corrupt)
+            saved = cbor2.loads(loaded.snapshot) if loaded.snapshot is not None else None
+            restored = image.restore(engine, saved, (cbor2.loads(r) for r in loaded.records))
+        finally:
+            gc.enable()
+        # Nor later: the restored tree lives as long as the daemon, and a
+        # frozen heap is not copied page by page into a compaction child.
+        gc.freeze()
         recovery = Recovery(
             loaded.snapshot_seq,
             len(loaded.records),
@@ -92,12 +104,19 @@ class DurableState:
         engine.take_touched()
         journal = Journal.open(directory, durability, loaded.next_seq)
         rings = dict(restored.rings)
-        size = files.write_snapshot(
-            directory, journal.seq, cbor2.dumps(image.snapshot(engine, rings))
-        )
-        files.discard_obsolete(directory, journal.seq)
+        if loaded.snapshot is None:  # a first start: the image of the empty store
+            size = files.write_snapshot(
+                directory, journal.seq, cbor2.dumps(image.snapshot(engine, rings))
+            )
+            files.discard_obsolete(directory, journal.seq)
+        else:
+            size = len(loaded.snapshot)
         engine.tree.changes = []
         state = cls(directory, journal, size, engine.tree.generation, None, rings, restored.rings)
+        # What was replayed goes into a snapshot soon, written in the
+        # background once the daemon serves: the files are consistent as
+        # they are, and the next start should not replay them again.
+        state.snapshot_wanted = bool(loaded.records)
         return state, recovery
 
     def record(
@@ -125,13 +144,15 @@ class DurableState:
                 self.rings.pop(domid, None)
 
     def compaction_due(self) -> bool:
-        return self.compacting is None and self.journal.size > max(
-            COMPACT_MIN_BYTES, COMPACT_RATIO * self.snapshot_size
+        return self.compacting is None and (
+            self.snapshot_wanted
+            or self.journal.size > max(COMPACT_MIN_BYTES, COMPACT_RATIO * self.snapshot_size)
         )
 
     def start_compaction(self, engine: Engine) -> int:
         """Rotate the journal and fork the snapshot writer; returns its pid."""
         seq = self.journal.rotate()
+        self.snapshot_wanted = False
         pid = os.fork()
         if pid == 0:  # the child: the state as of the rotation, frozen
             status = 1

@@ -59,16 +59,24 @@ def perms_in(flat: list[int]) -> Perms:
     return tuple(Perm(flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
 
 
+class PermsCache(dict[tuple[int, ...], Perms]):
+    """Nodes with equal permissions share one tuple, as inheritance makes
+    them do in a live tree: far fewer objects to build and to keep."""
+
+    def __missing__(self, flat: tuple[int, ...]) -> Perms:
+        perms = self[flat] = perms_in(list(flat))
+        return perms
+
+
 def node_out(node: Node) -> list[Any]:
     return [node.value, perms_out(node.perms), node.generation, list(node.children)]
 
 
-def node_in(entry: list[Any]) -> Node:
-    value, perms, generation, children = entry
-    node = Node(value, perms_in(perms), generation)
-    for name in children:
-        node.add_child(name)
-    return node
+def node_in(entry: list[Any], perms_cache: PermsCache | None = None) -> Node:
+    value, flat, generation, children = entry
+    perms = perms_in(flat) if perms_cache is None else perms_cache[tuple(flat)]
+    childlen = sum(map(len, children)) + len(children)
+    return Node(value, perms, generation, dict.fromkeys(children), childlen)
 
 
 def change_out(change: Change) -> list[Any]:
@@ -101,8 +109,9 @@ def redo(tree: Tree, entry: list[Any]) -> None:
 def _load_nodes(entries: Iterable[list[Any]]) -> Tree:
     tree = Tree()
     nodes, charge = tree.nodes, tree.accounting.charge
+    cache = PermsCache()
     for path, *entry in entries:
-        node = node_in(entry)
+        node = node_in(entry, cache)
         nodes[path] = node
         charge(owner(node.perms), 1, footprint(path, node))
     return tree

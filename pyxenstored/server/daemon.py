@@ -508,6 +508,8 @@ async def serve(
                 nursery.start_soon(server.run_clock)
                 if durable is not None:
                     nursery.start_soon(server.run_compaction)
+                    if durable.compaction_due():  # what recovery replayed
+                        server._compaction_wanted.set()
                 if xen is not None:
                     server.rings = Rings(server, xen)
                     server.rings.attach_local(xen.dom0_event)

@@ -50,15 +50,33 @@ def test_each_batch_is_journaled_and_recovered(tmp_path: Path) -> None:
     durable.close()
 
 
-def test_recovery_starts_from_a_fresh_snapshot(tmp_path: Path) -> None:
+def test_replayed_records_go_into_a_snapshot_soon(tmp_path: Path) -> None:
+    """A start that replayed the journal asks for a compaction at once (run in
+    the background by the server), so the next start replays nothing; a start
+    with nothing to replay rewrites nothing."""
     h, durable = started(tmp_path)
+    assert not durable.compaction_due()
     h.write_ok(h.dom0, "/a", b"1")
     durable.record(h.engine)
     durable.close()
-    _, durable = started(tmp_path)
-    loaded = files.load(tmp_path)
-    assert loaded.records == [] and loaded.snapshot is not None
+    again, durable = started(tmp_path)
+    assert durable.compaction_due()
+    seq = durable.start_compaction(again.engine)
+    assert durable.compacting is not None
+    _, status = os.waitpid(durable.compacting, 0)
+    durable.finish_compaction(seq, status)
+    assert not durable.compaction_due()
     durable.close()
+    loaded = files.load(tmp_path)
+    assert loaded.records == [] and loaded.snapshot_seq == seq
+    snapshot = files.snapshot_path(tmp_path, seq)
+    written = snapshot.stat().st_mtime_ns
+    third, durable = started(tmp_path)
+    assert not durable.compaction_due()
+    durable.close()
+    assert sorted(tmp_path.glob("snapshot.*")) == [snapshot]
+    assert snapshot.stat().st_mtime_ns == written
+    assert third.read(third.dom0, "/a") == b"1"
 
 
 def test_compaction_in_a_forked_child(tmp_path: Path) -> None:
