@@ -147,8 +147,9 @@ class Daemon:
         env["XENSTORED_PATH"] = str(self.socket_path)
         return env
 
-    def stop(self, timeout: float = 5.0) -> int:
-        """SIGTERM, then SIGKILL if it lingers; returns the exit status."""
+    def stop(self, timeout: float = REPLY_TIMEOUT) -> int:
+        """SIGTERM, then SIGKILL if it lingers (a loaded CI machine once made
+        oxenstored take over 5 s); returns the exit status."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
