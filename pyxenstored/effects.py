@@ -66,6 +66,26 @@ class DetachRing:
     conn_id: int
 
 
+@attrs.frozen
+class StartLiveUpdate:
+    """CONTROL ``live-update -s``: serialise the state and exec ``binary``; the
+    request (``req_id``, ``tx_id`` on ``conn_id``) is answered by the new
+    instance, or with an error text if the update fails."""
+
+    conn_id: int
+    req_id: int
+    tx_id: int
+    binary: str
+    cmdline: str | None
+
+
 Effect = (
-    LogMessage | TraceFile | TraceSwitches | MemoryReport | AttachRing | ResetRing | DetachRing
+    LogMessage
+    | TraceFile
+    | TraceSwitches
+    | MemoryReport
+    | AttachRing
+    | ResetRing
+    | DetachRing
+    | StartLiveUpdate
 )

@@ -183,9 +183,10 @@ def _quota_soft(engine: "Engine", args: tuple[str, ...]) -> bytes:
     raise XenstoreError("EINVAL")
 
 
-def _live_update(engine: "Engine", args: tuple[str, ...]) -> bytes:
-    """Answered with a readable string, as C answers every live-update step."""
-    return _text("Live update is not available in this version of pyxenstored.")
+def _live_update(engine: "Engine", args: tuple[str, ...]) -> bytes | None:
+    """Answered with a readable string, as C answers every live-update step
+    (see ``engine/live_update.py``); None while an update runs."""
+    return engine.live_update_request(args)
 
 
 def _help(engine: "Engine", args: tuple[str, ...]) -> bytes:
@@ -194,7 +195,7 @@ def _help(engine: "Engine", args: tuple[str, ...]) -> bytes:
     return _text("".join(f"{name:<15} {synopsis}\n" for name, (_, synopsis) in COMMANDS.items()))
 
 
-Command = Callable[["Engine", tuple[str, ...]], bytes]
+Command = Callable[["Engine", tuple[str, ...]], bytes | None]
 
 #: In C's order, which ``help`` lists.
 COMMANDS: dict[str, tuple[Command, str]] = {
@@ -214,7 +215,7 @@ COMMANDS: dict[str, tuple[Command, str]] = {
 }
 
 
-def run_control(engine: "Engine", request: Control) -> bytes:
+def run_control(engine: "Engine", request: Control) -> bytes | None:
     entry = COMMANDS.get(request.command)
     if entry is None:
         raise XenstoreError("EINVAL")

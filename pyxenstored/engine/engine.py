@@ -16,7 +16,14 @@ from pyxenstored.config import (
     SUPPORTED_FEATURES,
     Config,
 )
-from pyxenstored.effects import AttachRing, DetachRing, Effect, LogMessage, ResetRing
+from pyxenstored.effects import (
+    AttachRing,
+    DetachRing,
+    Effect,
+    LogMessage,
+    ResetRing,
+    StartLiveUpdate,
+)
 from pyxenstored.engine import nodes, quotas
 from pyxenstored.engine.connection import Connection
 from pyxenstored.engine.control import ControlState, run_control
@@ -27,6 +34,7 @@ from pyxenstored.engine.domains import (
     DomainTable,
     NoHypervisor,
 )
+from pyxenstored.engine.live_update import LiveUpdate
 from pyxenstored.engine.nodes import Caller
 from pyxenstored.engine.write_rate import WriteRateLimit
 from pyxenstored.protocol import requests
@@ -91,6 +99,9 @@ class Engine:
         self._dirty: set[int] = set()
         #: The request being handled, for replies that must precede other output.
         self._current = Packet(0, 0, 0, b"")
+        self._current_conn_id = 0
+        #: The CONTROL ``live-update`` session (spec 8.1).
+        self.live_update = LiveUpdate()
         #: The shell's last clock reading (``expire_events``); stamps queued output.
         self._now = 0.0
         #: ``set_time``'s reading in whole milliseconds; None before the first.
@@ -172,12 +183,33 @@ class Engine:
         self.write_rate.new_domain(domid, self._now_ms)
         return self._connect(domid, is_socket=False, privileged=privileged)
 
-    def restore_watch(self, conn: Connection, watch: Watch) -> None:
-        """Re-register a watch after a restart and fire it once: the guest
-        re-reads what it watches, so no change made meanwhile goes unseen."""
+    def adopt_connection(self, conn_id: int, domid: int, is_socket: bool,
+                         privileged: bool) -> Connection:
+        """A connection handed over by a live update, under its own id (so
+        watch delivery keeps its order); its watches and transactions follow."""
+        conn = Connection(
+            conn_id, domid, is_socket, privileged, Outbox(self.config.max_output_bytes)
+        )
+        self.connections[conn_id] = conn
+        self._next_conn_id = max(self._next_conn_id, conn_id + 1)
+        if not is_socket:
+            self.write_rate.new_domain(domid, self._now_ms)
+        return conn
+
+    def adopt_watch(self, conn: Connection, watch: Watch) -> None:
         conn.watches[(watch.path, watch.token)] = watch
         self.watches.add(watch)
         self.tree.accounting.of(conn.domid).watches += 1
+
+    def adopt_transaction(self, conn: Connection, tx: TransactionView) -> None:
+        conn.transactions[tx.tx_id] = tx
+        self.tree.accounting.of(conn.domid).transactions += 1
+        self.write_rate.transactions += 1
+
+    def restore_watch(self, conn: Connection, watch: Watch) -> None:
+        """Re-register a watch after a restart and fire it once: the guest
+        re-reads what it watches, so no change made meanwhile goes unseen."""
+        self.adopt_watch(conn, watch)
         conn.outbox.event(watch.event_path(watch.path), watch.token, self._now)
         self._dirty.add(conn.conn_id)
 
@@ -185,6 +217,7 @@ class Engine:
         conn = self.connections.pop(conn_id, None)
         if conn is None:
             return
+        self.live_update.connection_closed(conn_id)
         self._drop_watches(conn)
         self._drop_transactions(conn)
         self._dirty.discard(conn_id)
@@ -273,6 +306,7 @@ class Engine:
         """Answer one request; its reply goes after any events it caused."""
         conn = self.connections[conn_id]
         self._current = packet
+        self._current_conn_id = conn_id
         # XSA-206: while a transaction is open anywhere, an unprivileged
         # ring pays for every node it writes outside a transaction.
         charged = (
@@ -909,9 +943,34 @@ class Engine:
 
     def _control(
         self, conn: Connection, tx: TransactionView | None, req: requests.Request
-    ) -> bytes:
+    ) -> bytes | None:
         assert isinstance(req, requests.Control)
         return run_control(self, req)
+
+    def live_update_request(self, args: tuple[str, ...]) -> bytes | None:
+        """CONTROL ``live-update`` from the current request; None while the
+        update runs (the new instance, or ``live_update_failed``, answers)."""
+        packet = self._current
+        text, start = self.live_update.control(
+            self._current_conn_id, packet.req_id, packet.tx_id, args
+        )
+        if start is not None:
+            self.emit(start)
+            return None
+        assert text is not None
+        return text.encode() + b"\0"
+
+    def live_update_reply(self, start: StartLiveUpdate, text: str) -> bytes:
+        """The message answering ``start``'s request with ``text``."""
+        return encode(Op.CONTROL, start.req_id, start.tx_id, text.encode() + b"\0")
+
+    def live_update_failed(self, start: StartLiveUpdate, reason: str) -> None:
+        """The update did not happen: answer the requester, end the session."""
+        self.live_update.finished()
+        conn = self.connections.get(start.conn_id)
+        if conn is not None:
+            conn.outbox.reply(self.live_update_reply(start, reason), self._now)
+            self._dirty.add(conn.conn_id)
 
 
 def nodes_written(op: int, added: int) -> int:

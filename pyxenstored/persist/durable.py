@@ -119,6 +119,21 @@ class DurableState:
         state.snapshot_wanted = bool(loaded.records)
         return state, recovery
 
+    @classmethod
+    def take_over(
+        cls, engine: Engine, directory: str | Path, durability: Durability,
+        rings: dict[int, image.RingState],
+    ) -> DurableState:
+        """Go on journaling after a live update: the old instance journaled
+        every change ``engine`` (rebuilt from its image) holds, so nothing is
+        read or replayed; a new segment follows the existing files."""
+        directory = Path(directory)
+        seq, size = files.latest(directory)
+        journal = Journal.open(directory, durability, seq)
+        engine.take_touched()
+        engine.tree.changes = []
+        return cls(directory, journal, size, engine.tree.generation, None, dict(rings))
+
     def record(
         self, engine: Engine, rings: list[tuple[int, image.RingState]] | None = None
     ) -> None:

@@ -290,6 +290,18 @@ def _list(directory: Path) -> _Listing:
     return listing
 
 
+def latest(directory: StrPath) -> tuple[int, int]:
+    """Without reading anything: the segment a daemon taking over a live
+    one continues with (the one after every existing file), and the size
+    of the newest snapshot (0 if none)."""
+    listing = _list(Path(directory))
+    seqs = listing.segments | listing.snapshots
+    size = 0
+    if listing.snapshots:
+        size = snapshot_path(directory, max(listing.snapshots)).stat().st_size
+    return (max(seqs) + 1 if seqs else 0), size
+
+
 def _read_snapshot(path: Path) -> bytes | Damage:
     found = scan(path.read_bytes())
     if found.damage is not None:

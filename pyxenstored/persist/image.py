@@ -223,11 +223,7 @@ def restore(engine: Engine, image: Plain | None, batches: Iterable[Plain]) -> Re
     domains: dict[int, Plain | None] = {}
     rings: dict[int, RingState] = {}
     if image is not None:
-        if image.get("schema") != SCHEMA:
-            raise ImageError(f"snapshot schema {image.get('schema')!r}, expected {SCHEMA}")
-        engine.tree = _load_nodes(image["nodes"])
-        engine.tree.generation = image["generation"]
-        _quotas_in(engine, image["quotas"])
+        load_store(engine, image)
         domains.update((record["domid"], record) for record in image["domains"])
         rings.update((domid, state) for domid, state in image["rings"])
     tree = engine.tree
@@ -244,6 +240,28 @@ def restore(engine: Engine, image: Plain | None, batches: Iterable[Plain]) -> Re
     return Restored(watches, live)
 
 
+def load_store(engine: Engine, image: Plain) -> None:
+    """The snapshot's tree, generation counter and global quotas."""
+    if image.get("schema") != SCHEMA:
+        raise ImageError(f"snapshot schema {image.get('schema')!r}, expected {SCHEMA}")
+    engine.tree = _load_nodes(image["nodes"])
+    engine.tree.generation = image["generation"]
+    _quotas_in(engine, image["quotas"])
+
+
+def domain_in(record: Plain) -> Domain:
+    """A domain record, without its connection."""
+    return Domain(
+        record["domid"],
+        record["hard"],
+        record["soft"],
+        features=record["features"],
+        introduced=record["introduced"],
+        port=record["port"],
+        shutdown_reported=record["shutdown_reported"],
+    )
+
+
 def _rebuild_domains(
     engine: Engine, records: dict[int, Plain | None], rings: dict[int, RingState]
 ) -> int:
@@ -251,16 +269,8 @@ def _rebuild_domains(
     for domid, record in records.items():
         if record is None:
             table.pop(domid, None)
-            continue
-        table[domid] = Domain(
-            domid,
-            record["hard"],
-            record["soft"],
-            features=record["features"],
-            introduced=record["introduced"],
-            port=record["port"],
-            shutdown_reported=record["shutdown_reported"],
-        )
+        else:
+            table[domid] = domain_in(record)
     live = [record for record in records.values() if record is not None and record["conn"]]
     live.sort(key=lambda record: record["conn"]["order"])
     return sum(_rebuild_connection(engine, record, rings.get(record["domid"])) for record in live)

@@ -26,12 +26,12 @@ watch events (bounded by the engine) and one received buffer of
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import socket
 import struct
 from collections.abc import Sequence
-from typing import cast
 
 import trio
 
@@ -43,15 +43,18 @@ from pyxenstored.effects import (
     LogMessage,
     MemoryReport,
     ResetRing,
+    StartLiveUpdate,
     TraceFile,
     TraceSwitches,
 )
 from pyxenstored.engine import Engine
 from pyxenstored.persist.durable import DurableState
+from pyxenstored.persist.image import RingState
 from pyxenstored.protocol.decoder import Decoder
 from pyxenstored.protocol.errors import ProtocolError
 from pyxenstored.protocol.wire import Packet
-from pyxenstored.server.listener import open_unix_listener, remove_socket
+from pyxenstored.server import handover
+from pyxenstored.server.listener import adopt_unix_listener, open_unix_listener, remove_socket
 from pyxenstored.server.rings import Rings, XenBackend
 from pyxenstored.server.trace import Tracer
 
@@ -105,11 +108,23 @@ class Connection:
         self._taken: trio.Event | None = None
         #: Set (and dropped) by the writer when it has nothing left to send.
         self._idle: trio.Event | None = None
-        #: Bytes handed to ``send_all`` that it has not finished sending.
-        self.bytes_in_flight = 0
+        #: Output taken from the engine and not yet sent (a live update hands
+        #: it over byte-exact).
+        self.unsent = bytearray()
         #: Requests handed to the engine, for statistics and tests.
         self.requests_handled = 0
         self._trace_decoder = Decoder()
+        #: Input: the partial packet, and packets read but not yet handled.
+        self.decoder = Decoder()
+        self.backlog: Sequence[Packet] = ()
+
+    @property
+    def bytes_in_flight(self) -> int:
+        return len(self.unsent)
+
+    def unhandled_input(self) -> bytes:
+        """What was read and not handled, as the bytes that came in."""
+        return b"".join(p.encode() for p in self.backlog) + self.decoder.pending
 
     def wake_writer(self) -> None:
         self._has_output.set()
@@ -143,16 +158,22 @@ class Connection:
         engine = server.engine
         conn_id = self.conn_id
         bound = server.reply_bound
-        decoder = Decoder()
-        receive_some = self.stream.receive_some
+        decoder = self.decoder
         receive_size = server.receive_size
+        try:  # requests a live update handed over
+            handed_over = decoder.feed(b"")
+        except ProtocolError as exc:
+            log.warning("conn %d: protocol error, closing connection: %s", conn_id, exc)
+            return
+        if handed_over and not await self._handle(handed_over):
+            return
         while True:
             # Read nothing more while the replies already queued fill the
             # bound: the kernel's buffers then push back on the client.
             while engine.queued_replies(conn_id) >= bound:
                 await self._wait_until_taken()
             try:
-                data = await receive_some(receive_size)
+                data = await self._receive(receive_size)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 log.debug("conn %d: receive failed: %s", conn_id, exc)
                 return
@@ -160,30 +181,14 @@ class Connection:
                 log.debug("conn %d: closed by peer", conn_id)
                 return
             try:
-                packets = decoder.feed(cast(bytes, data))
+                packets = decoder.feed(data)
             except ProtocolError as exc:
                 log.warning("conn %d: protocol error, closing connection: %s", conn_id, exc)
                 return
             if not packets:
                 continue
-            start = 0
-            count = len(packets)
-            while start < count:
-                room = bound - engine.queued_replies(conn_id)
-                if room <= 0:
-                    await self._wait_until_taken()
-                    continue
-                end = start + room
-                batch = packets if start == 0 and end >= count else packets[start:end]
-                try:
-                    server.handle_batch(self, batch)
-                except Exception:
-                    log.exception(
-                        "conn %d: internal error while handling a request, closing connection",
-                        conn_id,
-                    )
-                    return
-                start = end
+            if not await self._handle(packets):
+                return
             # Packets ahead of a bad header are returned first (C handles
             # them); the decoder reports the bad header on the next call.
             try:
@@ -194,13 +199,82 @@ class Connection:
                     await self._wait_until_idle()  # their replies, as C would send them
                 return
 
+    async def _handle(self, packets: Sequence[Packet]) -> bool:
+        """Hand ``packets`` to the engine in batches that fit the reply bound;
+        False if the connection must close."""
+        server = self.server
+        engine = server.engine
+        conn_id = self.conn_id
+        bound = server.reply_bound
+        start = 0
+        count = len(packets)
+        while start < count:
+            self.backlog = packets[start:]
+            room = bound - engine.queued_replies(conn_id)
+            if room <= 0:
+                await self._wait_until_taken()
+                continue
+            end = start + room
+            batch = packets if start == 0 and end >= count else packets[start:end]
+            self.backlog = packets[end:]
+            try:
+                server.handle_batch(self, batch)
+            except Exception:
+                log.exception(
+                    "conn %d: internal error while handling a request, closing connection",
+                    conn_id,
+                )
+                return False
+            start = end
+        return True
+
+    async def _receive(self, size: int) -> bytes:
+        """Up to ``size`` bytes, b"" at end of stream. Like ``_send``, the
+        bytes reach the decoder with no checkpoint after the system call
+        (trio's ``recv`` has one), so a live update never loses them."""
+        sock = getattr(self.stream, "socket", None)
+        if not isinstance(sock, trio.socket.SocketType):
+            return bytes(await self.stream.receive_some(size))
+        fd = sock.fileno()
+        await trio.lowlevel.checkpoint()  # before the read: nothing is in flight
+        while True:
+            try:
+                return os.read(fd, size)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
+            except OSError as exc:
+                raise trio.BrokenResourceError(exc) from exc
+
+    async def _send(self) -> None:
+        """Send ``unsent``, keeping exact count of what went, so that a live
+        update at any moment hands over precisely the rest: the count is
+        taken right after the system call, with no checkpoint in between
+        (trio's own ``send`` has one)."""
+        unsent = self.unsent
+        sock = getattr(self.stream, "socket", None)
+        if not isinstance(sock, trio.socket.SocketType):
+            await self.stream.send_all(bytes(unsent))
+            unsent.clear()
+            return
+        fd = sock.fileno()
+        while unsent:
+            try:
+                sent = os.write(fd, unsent)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(fd)
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(exc) from exc
+            del unsent[:sent]
+            await trio.lowlevel.checkpoint()
+
     async def _writer(self, cancel_scope: trio.CancelScope) -> None:
         server = self.server
         engine = server.engine
         tracer = server.tracer
         conn_id = self.conn_id
-        send_all = self.stream.send_all
         try:
+            await self._send()  # what a live update handed over
             while True:
                 if not self._has_output.is_set():
                     idle, self._idle = self._idle, None
@@ -217,9 +291,8 @@ class Connection:
                 if tracer.io:
                     tracer.output(conn_id, data, self._trace_decoder)
                     tracer.flush()
-                self.bytes_in_flight = len(data)
-                await send_all(data)
-                self.bytes_in_flight = 0
+                self.unsent += data
+                await self._send()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.debug("conn %d: send failed, closing connection: %s", conn_id, exc)
             cancel_scope.cancel()
@@ -241,6 +314,7 @@ class Server:
         if reply_bound < 1:
             raise ValueError("reply_bound must be at least 1")
         self.engine = engine
+        engine.live_update.check_binary = handover.check_binary
         self.tracer = tracer if tracer is not None else Tracer()
         self.reply_bound = reply_bound
         self.receive_size = receive_size
@@ -254,6 +328,13 @@ class Server:
         self._clock_wanted = trio.Event()
         #: The journal; None keeps the state in memory only (C's behaviour).
         self.durable = durable
+        #: Rings' states to resume from (after a crash or a live update).
+        self.restored_rings: dict[int, RingState] = (
+            durable.restored_rings if durable is not None else {}
+        )
+        #: The listening socket's descriptor, handed over by a live update.
+        self.listener_fd: int | None = None
+        self._live_update: StartLiveUpdate | None = None
         self._compaction_wanted = trio.Event()
 
     # -- the synchronous core of the shell ------------------------------
@@ -310,6 +391,10 @@ class Server:
             rings.publish()
         if self.tracer.is_open:
             self.tracer.flush()
+        start, self._live_update = self._live_update, None
+        if start is not None:
+            handover.perform(self, start)  # returns only if it failed
+            self.flush()
 
     def resolve_path(self, path: str) -> str:
         """A file name from a CONTROL command; relative ones go under the state dir."""
@@ -339,6 +424,8 @@ class Server:
                     log.warning("memory report requested but no trace file is open")
             else:
                 self._write_report(self.resolve_path(effect.path), effect.text)
+        elif isinstance(effect, StartLiveUpdate):
+            self._live_update = effect  # once this flush is done
         elif isinstance(effect, (AttachRing, ResetRing, DetachRing)) and self.rings is not None:
             self.rings.apply(effect)
         elif isinstance(effect, AttachRing):
@@ -366,15 +453,23 @@ class Server:
 
     # -- tasks -----------------------------------------------------------
 
-    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+    async def handle_stream(
+        self, stream: trio.abc.Stream, adopted: tuple[int, bytes, bytes] | None = None
+    ) -> None:
         """Serve one client until it disconnects or breaks the protocol.
 
-        Never raises (except Cancelled): a broken client must not take the
-        daemon down. The stream is closed on return.
+        ``adopted``: a connection a live update handed over (its id, input
+        not yet handled, output not yet sent). Never raises (except
+        Cancelled): a broken client must not take the daemon down. The
+        stream is closed on return.
         """
         engine = self.engine
-        conn_id = engine.connect_socket()
+        conn_id = engine.connect_socket() if adopted is None else adopted[0]
         conn = Connection(self, conn_id, stream)
+        if adopted is not None:
+            conn.decoder = Decoder(adopted[1])
+            conn.unsent += adopted[2]
+            conn.wake_writer()  # its queued output (the requester's OK, events)
         self.connections[conn_id] = conn
         tracer = self.tracer
         if log.isEnabledFor(logging.DEBUG) or tracer.obj:
@@ -404,6 +499,7 @@ class Server:
         self,
         listener: trio.abc.Listener[trio.abc.Stream],
         *,
+        adopted: dict[int, tuple[trio.SocketStream, bytes, bytes]] | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept clients until cancelled, each in its own task.
@@ -412,6 +508,8 @@ class Server:
         connection (each is disconnected from the engine).
         """
         async with listener, trio.open_nursery() as nursery:
+            for conn_id, (handed, unhandled, unsent) in (adopted or {}).items():
+                nursery.start_soon(self.handle_stream, handed, (conn_id, unhandled, unsent))
             task_status.started()
             while True:
                 try:
@@ -475,8 +573,12 @@ async def serve(
     socket_mode: int = 0o600,
     xen: XenBackend | None = None,
     durable: DurableState | None = None,
+    adopted: handover.Adopted | None = None,
 ) -> None:
     """Run the daemon on the Unix socket ``socket_path`` until cancelled.
+
+    ``adopted``: what a live update handed over (the listening socket,
+    socket connections, rings' states) to serve instead of binding afresh.
 
     With ``xen``, guests' rings are served too (``server.rings``); the caller
     keeps ownership of the backend's handles.
@@ -498,7 +600,12 @@ async def serve(
         state_dir=state_dir,
         durable=durable,
     )
-    listener, bound = open_unix_listener(socket_path, mode=socket_mode)
+    if adopted is None:
+        listener, bound = open_unix_listener(socket_path, mode=socket_mode)
+    else:
+        listener, bound = adopt_unix_listener(adopted.listener_fd, socket_path)
+        server.restored_rings = adopted.rings
+    server.listener_fd = listener.socket.fileno()
     server.socket_path = socket_path
     try:
         with trio.CancelScope() as scope:
@@ -515,7 +622,13 @@ async def serve(
                     server.rings.attach_local(xen.dom0_event)
                     server.rings.discover()
                     nursery.start_soon(server.rings.run)
-                await nursery.start(server.serve_listener, listener)
+                await nursery.start(
+                    functools.partial(
+                        server.serve_listener,
+                        listener,
+                        adopted=adopted.sockets if adopted is not None else None,
+                    )
+                )
                 task_status.started(server)
         log.info("stopped listening on %s", socket_path)
     finally:

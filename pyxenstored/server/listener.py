@@ -92,6 +92,16 @@ def open_unix_listener(
     return listener, BoundSocket(path, st.st_dev, st.st_ino)
 
 
+def adopt_unix_listener(fd: int, path: str) -> tuple[trio.SocketListener, BoundSocket]:
+    """The listening socket a live update handed over: already bound at
+    ``path``, it never stopped queueing connections."""
+    raw = socket.socket(fileno=fd)
+    raw.set_inheritable(False)
+    st = os.stat(path)
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(raw))
+    return listener, BoundSocket(path, st.st_dev, st.st_ino)
+
+
 def remove_socket(bound: BoundSocket) -> None:
     """Unlink the socket file if it is still the one we bound."""
     try:

@@ -136,9 +136,7 @@ class Rings:
         #: the last ``publish``.
         self.moved: set[int] = set()
         #: States found by crash recovery, applied when each ring re-attaches.
-        self.restored: dict[int, RingState] = (
-            server.durable.restored_rings if server.durable is not None else {}
-        )
+        self.restored: dict[int, RingState] = server.restored_rings
         #: Rings not read for lack of write credit, and when (trio clock)
         #: to service them again.
         self.credit_waits: dict[int, float] = {}

@@ -16,6 +16,7 @@ from pyxenstored.engine import Engine
 from pyxenstored.persist.durable import DurableState
 from pyxenstored.persist.files import Durability, JournalCorrupt
 from pyxenstored.persist.image import ImageError
+from pyxenstored.server import handover
 from pyxenstored.server.daemon import Server, serve
 from pyxenstored.server.options import DaemonOptions
 from pyxenstored.server.process import (
@@ -53,7 +54,17 @@ async def run_async(
     xen = open_xen(options.event_port)
     engine = Engine(options.config, xen)
     engine.set_time(trio.current_time())  # restored watches' events are queued now
-    durable = recover(engine, options)
+    adopted: handover.Adopted | None = None
+    if options.live_update:
+        adopted = handover.adopt(engine, options.state_dir)
+        log.info("live update: took over %d connections", len(engine.connections))
+        durable = None
+        if options.durability is not Durability.NONE:
+            durable = DurableState.take_over(
+                engine, options.state_dir, options.durability, adopted.rings
+            )
+    else:
+        durable = recover(engine, options)
     try:
         with trio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
@@ -67,6 +78,7 @@ async def run_async(
                         xen=xen,
                         engine=engine,
                         durable=durable,
+                        adopted=adopted,
                     )
                 )
                 if on_ready is not None:
@@ -126,8 +138,6 @@ def run(options: DaemonOptions) -> int:
             os.mkdir(options.run_dir, 0o755)
         except OSError:
             pass
-    if options.live_update:
-        log.warning("live update (-U): restoring state is not implemented, starting afresh")
     ready_fd: int | None = None
     if not options.no_fork and not options.live_update:  # C does not fork with -U
         ready_fd = daemonize()

@@ -104,6 +104,28 @@ class Outbox:
         self.dropped_events += dropped
         return dropped
 
+    def saved(self, now: float) -> list[tuple[bytes, list[str] | None, float]]:
+        """Every queued message as (bytes, event key, age), for a live update."""
+        return [
+            (m.data, None if m.event is None else list(m.event), now - m.queued_at)
+            for m in self.messages
+        ]
+
+    def load(self, saved: list[tuple[bytes, list[str] | None, float]], now: float) -> None:
+        """Queue ``saved`` messages as they were (after a live update)."""
+        for data, event, age in saved:
+            key: tuple[str, str] | tuple[()] | None
+            if event is None:
+                key = None
+                self.replies += 1
+            elif event:
+                key = (event[0], event[1])
+                self.pending_events.add(key)
+            else:
+                key = _NOT_COLLAPSIBLE
+            self.messages.append(_Message(data, key, now - age))
+            self.size += len(data)
+
     def pending_replies(self) -> list[bytes]:
         """The replies not yet taken, in order (what a restart must still send)."""
         return [message.data for message in self.messages if message.event is None]
