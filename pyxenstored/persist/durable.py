@@ -60,8 +60,9 @@ class DurableState:
     snapshot_size: int
     #: The generation the last journal record ended with.
     generation: int
-    #: The forked snapshot writer, while one runs.
+    #: The forked snapshot writer, while one runs, and the snapshot it writes.
     compacting: int | None = None
+    compacting_seq: int = 0
     #: Each ring's last recorded state, for the next snapshot.
     rings: dict[int, image.RingState] = attrs.field(factory=dict)
     #: The rings' states found at recovery, until the shell re-attaches them.
@@ -112,7 +113,8 @@ class DurableState:
         else:
             size = len(loaded.snapshot)
         engine.tree.changes = []
-        state = cls(directory, journal, size, engine.tree.generation, None, rings, restored.rings)
+        state = cls(directory, journal, size, engine.tree.generation, rings=rings,
+                    restored_rings=restored.rings)
         # What was replayed goes into a snapshot soon, written in the
         # background once the daemon serves: the files are consistent as
         # they are, and the next start should not replay them again.
@@ -122,17 +124,22 @@ class DurableState:
     @classmethod
     def take_over(
         cls, engine: Engine, directory: str | Path, durability: Durability,
-        rings: dict[int, image.RingState],
+        rings: dict[int, image.RingState], compaction: tuple[int, int] | None,
     ) -> DurableState:
         """Go on journaling after a live update: the old instance journaled
         every change ``engine`` (rebuilt from its image) holds, so nothing is
-        read or replayed; a new segment follows the existing files."""
+        read or replayed; a new segment follows the existing files.
+        ``compaction``: the old instance's snapshot writer (pid, seq), now
+        this process's child, if one was running."""
         directory = Path(directory)
         seq, size = files.latest(directory)
         journal = Journal.open(directory, durability, seq)
         engine.take_touched()
         engine.tree.changes = []
-        return cls(directory, journal, size, engine.tree.generation, None, dict(rings))
+        state = cls(directory, journal, size, engine.tree.generation, rings=dict(rings))
+        if compaction is not None:
+            state.compacting, state.compacting_seq = compaction
+        return state
 
     def record(
         self, engine: Engine, rings: list[tuple[int, image.RingState]] | None = None
@@ -181,6 +188,7 @@ class DurableState:
             finally:
                 os._exit(status)
         self.compacting = pid
+        self.compacting_seq = seq
         return seq
 
     def finish_compaction(self, seq: int, wait_status: int) -> None:

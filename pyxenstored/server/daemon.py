@@ -543,13 +543,14 @@ class Server:
         durable = self.durable
         assert durable is not None
         while True:
-            await self._compaction_wanted.wait()
-            self._compaction_wanted = trio.Event()
-            seq = durable.start_compaction(self.engine)
+            if durable.compacting is None:  # else one a live update handed over
+                await self._compaction_wanted.wait()
+                self._compaction_wanted = trio.Event()
+                durable.start_compaction(self.engine)
             pid = durable.compacting
             assert pid is not None
             _, status = await trio.to_thread.run_sync(os.waitpid, pid, 0)
-            durable.finish_compaction(seq, status)
+            durable.finish_compaction(durable.compacting_seq, status)
 
     def shutdown(self) -> None:
         """Make ``serve`` return: stop accepting and close every connection."""

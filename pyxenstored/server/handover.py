@@ -83,9 +83,11 @@ def perform(server: Server, start: StartLiveUpdate) -> None:
         for conn_id, ring in server.rings.by_conn.items():
             rings[ring.domid] = shells[conn_id] = ring.state([])
     queued = {start.conn_id: [engine.live_update_reply(start, "OK")]}
-    saved = handover.handover_out(
-        engine, now, shells, rings, queued, {"listener": server.listener_fd}
-    )
+    shell: Plain = {"listener": server.listener_fd, "compaction": None}
+    durable = server.durable
+    if durable is not None and durable.compacting is not None:
+        shell["compaction"] = [durable.compacting, durable.compacting_seq]
+    saved = handover.handover_out(engine, now, shells, rings, queued, shell)
     path = os.path.join(server.state_dir, HANDOVER_FILE)
     argv = new_argv(start)
     try:
@@ -125,6 +127,8 @@ class Adopted:
     """What the new instance takes over, for ``serve``."""
 
     listener_fd: int
+    #: The old instance's snapshot writer (pid, seq), if one was running.
+    compaction: tuple[int, int] | None
     #: Socket connections: id -> (stream, unhandled input, unsent output).
     sockets: dict[int, tuple[trio.SocketStream, bytes, bytes]]
     #: Rings' states by domid, applied as each ring is re-attached.
@@ -147,4 +151,10 @@ def adopt(engine: Engine, state_dir: str) -> Adopted:
             sockets[conn_id] = (trio.SocketStream(sock), shell["input"], shell["unsent"])
         elif shell:
             rings[engine.connections[conn_id].domid] = shell
-    return Adopted(saved["shell"]["listener"], sockets, rings)
+    compaction = saved["shell"]["compaction"]
+    return Adopted(
+        saved["shell"]["listener"],
+        None if compaction is None else (compaction[0], compaction[1]),
+        sockets,
+        rings,
+    )

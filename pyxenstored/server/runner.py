@@ -61,7 +61,8 @@ async def run_async(
         durable = None
         if options.durability is not Durability.NONE:
             durable = DurableState.take_over(
-                engine, options.state_dir, options.durability, adopted.rings
+                engine, options.state_dir, options.durability, adopted.rings,
+                adopted.compaction,
             )
     else:
         durable = recover(engine, options)
