@@ -13,6 +13,7 @@ image carries at the end of its queue.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -87,10 +88,12 @@ def perform(server: Server, start: StartLiveUpdate) -> None:
     durable = server.durable
     if durable is not None and durable.compacting is not None:
         shell["compaction"] = [durable.compacting, durable.compacting_seq]
-    saved = handover.handover_out(engine, now, shells, rings, queued, shell)
     path = os.path.join(server.state_dir, HANDOVER_FILE)
     argv = new_argv(start)
+    # The image is as big as the store, and nothing in it is garbage.
+    gc.disable()
     try:
+        saved = handover.handover_out(engine, now, shells, rings, queued, shell)
         _write(path, cbor2.dumps(saved))
         for fd in inherited:
             os.set_inheritable(fd, True)
@@ -107,6 +110,8 @@ def perform(server: Server, start: StartLiveUpdate) -> None:
             pass
         log.error("live update failed: %s", exc)
         engine.live_update_failed(start, "Error activating new binary.")
+    finally:
+        gc.enable()
 
 
 def _write(path: str, data: bytes) -> None:
@@ -139,10 +144,15 @@ def adopt(engine: Engine, state_dir: str) -> Adopted:
     """Rebuild ``engine`` (newly made) from the image the old instance left,
     and take over its descriptors; the image file is removed."""
     path = os.path.join(state_dir, HANDOVER_FILE)
-    with open(path, "rb") as file:
-        saved: dict[str, Any] = cbor2.load(file)
-    os.unlink(path)
-    shells = handover.handover_in(engine, saved, trio.current_time())
+    gc.disable()  # as for recovery (persist/durable.py)
+    try:
+        with open(path, "rb") as file:
+            saved: dict[str, Any] = cbor2.load(file)
+        os.unlink(path)
+        shells = handover.handover_in(engine, saved, trio.current_time())
+    finally:
+        gc.enable()
+    gc.freeze()
     sockets: dict[int, tuple[trio.SocketStream, bytes, bytes]] = {}
     rings: dict[int, RingState] = {}
     for conn_id, shell in shells.items():
