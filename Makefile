@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEBS := xenstore-utils xen-utils-4.17 libxen-dev gcc make
 RUN_DIR := $(CURDIR)/run
 
-.PHONY: run test lint bench bench-persist fuzz drill debs venv clean
+.PHONY: run test lint bench bench-persist bench-lu fuzz drill drill-lu debs venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: $(STAMP)
 bench-persist: $(STAMP)
 	$(VPY) -m bench persist
 
+# Issue 6: the service pause of one live update at 1,000, 10,000 and 120,000
+# nodes, pyxenstored beside C xenstored, on the stand-in (bench/liveupdate.py).
+bench-lu: $(STAMP) debs
+	$(VPY) -m bench live-update
+
 # Long campaigns: OPS differential operations against C xenstored under the
 # stand-in, then FUZZ_SECONDS of live fuzzing of pyxenstored (python -m fuzz --help).
 OPS ?= 100000
@@ -54,6 +59,14 @@ fuzz: $(STAMP) debs
 CYCLES ?= 200
 drill: $(STAMP) debs
 	$(VPY) -m drills crash --cycles $(CYCLES)
+
+# The live-update drill (issue 6): CYCLES live updates through xenstore-control
+# under load from CLIENTS socket clients and guests on rings, checking every
+# reply, watch event and transaction, and measuring the pause of each update.
+drill-lu: CYCLES = 100
+CLIENTS ?= 20
+drill-lu: $(STAMP) debs
+	$(VPY) -m drills live-update --cycles $(CYCLES) --clients $(CLIENTS)
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR)

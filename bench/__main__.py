@@ -7,6 +7,7 @@ Example::
     .venv/bin/python -m bench --json > bench.json
     .venv/bin/python -m bench --idle-guests 100 --idle-seconds 10   # bench/rings.py
     .venv/bin/python -m bench persist --help                        # bench/persist.py
+    .venv/bin/python -m bench live-update --help                    # bench/liveupdate.py
 
 Each target gets its own fresh daemon. Targets that cannot start here
 (the C and OCaml daemons need a hypervisor) are listed as unavailable.
@@ -19,6 +20,10 @@ daemon's CPU over ``--idle-seconds`` (targets default to pyxenstored,c).
 ``persist`` as the first argument runs ``bench/persist.py`` instead:
 pyxenstored's recovery time for a large store and its write throughput
 with each journal durability (``python -m bench persist --help``).
+
+``live-update`` as the first argument runs ``bench/liveupdate.py``: the
+service pause of one live update of pyxenstored and of C xenstored, for
+stores of 1,000 to 120,000 nodes (``python -m bench live-update --help``).
 """
 
 from __future__ import annotations
@@ -152,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench import persist
 
         return persist.main(argv[1:])
+    if argv[:1] == ["live-update"]:
+        from bench import liveupdate
+
+        return liveupdate.main(argv[1:])
     args = parse_args(argv)
     if args.idle_guests > 0:
         return main_idle(args)

@@ -1,9 +1,11 @@
-"""Command line: ``python -m drills crash --cycles N ...`` (also ``pyxenstored-drill``).
+"""Command line: ``python -m drills crash --cycles N ...`` and
+``python -m drills live-update --cycles N --clients M ...`` (also
+``pyxenstored-drill``).
 
 Exit status: 0 when every check passed; 1 when an acknowledged write was
 lost, a transaction was half applied, a watch event was missed, or any
 other check failed (the summary lists them); 2 when the drill cannot run
-here (no gcc, no libxen-dev headers).
+here (no gcc, no libxen-dev headers, no xenstore-control).
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from drills import crash, fakexen
+from drills import crash, fakexen, liveupdate
 
 EXAMPLES = """examples:
   python -m drills crash --cycles 200
   python -m drills crash --cycles 30 --seed 7 --guests 4 --clients 4 --durability fsync
   python -m drills crash --cycles 10 --json drill.json --keep
+  python -m drills live-update --cycles 100 --clients 20
+  python -m drills live-update --cycles 20 --clients 8 --guests 4 --seed 3 --plot lu.html
 """
 
 
@@ -84,16 +89,104 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="keep the scratch directory (logs, journal) even when all is well")
     c.add_argument("--json", type=Path, metavar="FILE", help="also write the summary as JSON")
     c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_live_update(sub)
     args = parser.parse_args(argv)
     if args.clients + args.guests == 0:
         parser.error("need at least one guest or socket client")
-    if not 0 <= args.min_delay <= args.max_delay:
+    if args.drill == "crash" and not 0 <= args.min_delay <= args.max_delay:
         parser.error("need 0 <= --min-delay <= --max-delay")
+    if args.drill == "live-update" and not 0 <= args.min_interval <= args.max_interval:
+        parser.error("need 0 <= --min-interval <= --max-interval")
     return args
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def add_live_update(sub: Any) -> None:
+    lu = sub.add_parser(
+        "live-update",
+        help="live-update pyxenstored under load, over and over, check nothing was lost "
+        "and measure the pause",
+        description=(liveupdate.__doc__ or "").split("\n\n")[0],
+    )
+    defaults = liveupdate.LiveUpdateOptions()
+    lu.add_argument("--cycles", type=_positive, default=defaults.cycles,
+                    help=f"live updates (default {defaults.cycles})")
+    lu.add_argument("--clients", type=_count, default=defaults.clients,
+                    help=f"socket clients (default {defaults.clients})")
+    lu.add_argument("--guests", type=_count, default=defaults.guests,
+                    help=f"simulated guests on rings (default {defaults.guests})")
+    lu.add_argument("--dribblers", type=_count, default=defaults.dribblers,
+                    help="raw socket connections sending each request in pieces, so that "
+                    f"updates find partial packets (default {defaults.dribblers})")
+    lu.add_argument("--seed", type=int, default=defaults.seed,
+                    help="seeds the update intervals and the load (default 0)")
+    lu.add_argument("--keys", type=_positive, default=defaults.keys,
+                    help=f"plain keys per client and guest (default {defaults.keys})")
+    lu.add_argument("--think", type=_seconds, default=defaults.think, metavar="SECONDS",
+                    help="mean pause between a worker's operations, exponential "
+                    f"(default {defaults.think:g}; 0: as fast as replies come)")
+    lu.add_argument("--min-interval", type=_seconds, default=defaults.min_interval,
+                    help=f"shortest time between updates (default {defaults.min_interval:g} s)")
+    lu.add_argument("--max-interval", type=_seconds, default=defaults.max_interval,
+                    help=f"longest time between updates (default {defaults.max_interval:g} s)")
+    lu.add_argument("--durability", choices=["write", "fsync", "none"],
+                    default=defaults.durability, help="the daemon's --durability (default write)")
+    lu.add_argument("--timeout", type=float, default=defaults.timeout,
+                    help="seconds for xenstore-control, a reply, or the events to settle "
+                    f"(default {defaults.timeout:g})")
+    lu.add_argument("--workdir", type=Path, default=None,
+                    help="scratch directory (default: a new one under /tmp)")
+    lu.add_argument("--keep", action="store_true",
+                    help="keep the scratch directory (logs, state) even when all is well")
+    lu.add_argument("--plot", type=Path, metavar="FILE",
+                    help="write the latency timeline: FILE.html (self-contained, inline SVG), "
+                    "FILE.svg, or FILE.png (needs matplotlib, else the HTML is written)")
+    lu.add_argument("--json", type=Path, metavar="FILE", help="also write the summary as JSON")
+    lu.add_argument("--trace", action="store_true",
+                    help="run the daemon with --trace-file (in the scratch directory's run/)")
+    lu.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def main_live_update(args: argparse.Namespace) -> int:
+    options = liveupdate.LiveUpdateOptions(
+        cycles=args.cycles,
+        clients=args.clients,
+        guests=args.guests,
+        dribblers=args.dribblers,
+        seed=args.seed,
+        keys=args.keys,
+        think=args.think,
+        min_interval=args.min_interval,
+        max_interval=args.max_interval,
+        durability=args.durability,
+        timeout=args.timeout,
+        workdir=args.workdir,
+        keep=args.keep,
+        progress=not args.no_progress,
+        plot=args.plot,
+        trace=args.trace,
+    )
+    try:
+        summary = liveupdate.run(options)
+    except fakexen.Unavailable as exc:
+        print(f"live-update drill: cannot run here: {exc}", file=sys.stderr)
+        return 2
+    print(summary.table())
+    if args.json is not None:
+        liveupdate.write_json(summary, args.json)
+    return 0 if summary.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.drill == "live-update":
+        return main_live_update(args)
     options = crash.DrillOptions(
         cycles=args.cycles,
         seed=args.seed,
