@@ -53,7 +53,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -69,6 +68,7 @@ from typing import Any
 
 from bench.persist import populate, store_leaves, wait_quiet
 from bench.workloads import ERROR, HEADER, READ, BenchError, Wire
+from drills.daemon import terminate
 
 XEN_BIN = Path("/usr/lib/xen-4.17/bin")
 XENSTORE_CONTROL = XEN_BIN / "xenstore-control"
@@ -122,13 +122,8 @@ class Daemon:
             )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """SIGTERM (SIGKILL if it lingers), as the drills stop theirs."""
+        terminate(self.process, STOP_TIMEOUT)
 
 
 def control_env(socket_path: str) -> dict[str, str]:

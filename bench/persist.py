@@ -86,6 +86,7 @@ from bench.workloads import (
     pipelined,
     setup_keys,
 )
+from drills.daemon import terminate
 from pyxenstored.config import Config
 from pyxenstored.engine import Engine
 from pyxenstored.persist import files, image
@@ -335,12 +336,8 @@ class Daemon:
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        """SIGTERM; the whole session is killed if the daemon lingers."""
+        terminate(self.process, STOP_TIMEOUT, self.kill)
 
 
 @dataclass

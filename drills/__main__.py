@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from drills import crash, fakexen, liveupdate
+
+T = TypeVar("T", int, float)
 
 EXAMPLES = """examples:
   python -m drills crash --cycles 200
@@ -27,18 +29,25 @@ EXAMPLES = """examples:
 """
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def _at_least(convert: Callable[[str], T], minimum: T, why: str) -> Callable[[str], T]:
+    """An argparse ``type``: ``convert``, refusing values below ``minimum``
+    (named after the check, as argparse names it in its errors)."""
+
+    def check(text: str) -> T:
+        value = convert(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(why)
+        return value
+
+    return check
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
+_positive = _at_least(int, 1, "must be at least 1")
+_positive.__name__ = "_positive"
+_count = _at_least(int, 0, "must not be negative")
+_count.__name__ = "_count"
+_seconds = _at_least(float, 0.0, "must not be negative")
+_seconds.__name__ = "_seconds"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -56,14 +65,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=(crash.__doc__ or "").split("\n\n")[0],
     )
     defaults = crash.DrillOptions()
-    c.add_argument("--cycles", type=_positive, default=defaults.cycles,
-                   help=f"kill/restart cycles (default {defaults.cycles})")
-    c.add_argument("--seed", type=int, default=defaults.seed,
-                   help="seeds the kill delays and the load (default 0)")
-    c.add_argument("--guests", type=_count, default=defaults.guests,
-                   help=f"simulated guests on rings (default {defaults.guests})")
-    c.add_argument("--clients", type=_count, default=defaults.clients,
-                   help=f"socket clients (default {defaults.clients})")
+    add_load_options(c, defaults, cycles="kill/restart cycles",
+                     seed="seeds the kill delays and the load (default 0)")
     c.add_argument("--workers", type=_positive, default=defaults.workers,
                    help=f"concurrent workers per client and per guest (default {defaults.workers})")
     c.add_argument("--keys", type=_positive, default=defaults.keys,
@@ -79,16 +82,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help=f"earliest kill, seconds into the load (default {defaults.min_delay})")
     c.add_argument("--max-delay", type=float, default=defaults.max_delay,
                    help=f"latest kill, seconds into the load (default {defaults.max_delay})")
-    c.add_argument("--timeout", type=float, default=defaults.timeout,
-                   help="seconds to wait for what must come after a restart "
-                   f"(default {defaults.timeout:g})")
-    c.add_argument("--workdir", type=Path, default=None,
-                   help="scratch directory (default: a new one under /tmp; keep it short, "
-                   "Unix socket paths are limited to 108 bytes)")
-    c.add_argument("--keep", action="store_true",
-                   help="keep the scratch directory (logs, journal) even when all is well")
-    c.add_argument("--json", type=Path, metavar="FILE", help="also write the summary as JSON")
-    c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_run_options(
+        c, defaults, timeout="seconds to wait for what must come after a restart",
+        workdir="scratch directory (default: a new one under /tmp; keep it short, "
+        "Unix socket paths are limited to 108 bytes)", kept="logs, journal")
     add_live_update(sub)
     args = parser.parse_args(argv)
     if args.clients + args.guests == 0:
@@ -100,11 +97,43 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _seconds(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
+def add_load_options(p: argparse.ArgumentParser, defaults: Any, *, cycles: str,
+                     seed: str) -> None:
+    """--cycles, --seed, --guests, --clients: what both drills run, and on whom."""
+    p.add_argument("--cycles", type=_positive, default=defaults.cycles,
+                   help=f"{cycles} (default {defaults.cycles})")
+    p.add_argument("--seed", type=int, default=defaults.seed, help=seed)
+    p.add_argument("--guests", type=_count, default=defaults.guests,
+                   help=f"simulated guests on rings (default {defaults.guests})")
+    p.add_argument("--clients", type=_count, default=defaults.clients,
+                   help=f"socket clients (default {defaults.clients})")
+
+
+def add_run_options(p: argparse.ArgumentParser, defaults: Any, *, timeout: str, workdir: str,
+                    kept: str) -> None:
+    """--timeout, --workdir, --keep, --json, --no-progress: how both drills run
+    and where their results go (the help words differ, the options do not)."""
+    p.add_argument("--timeout", type=float, default=defaults.timeout,
+                   help=f"{timeout} (default {defaults.timeout:g})")
+    p.add_argument("--workdir", type=Path, default=None, help=workdir)
+    p.add_argument("--keep", action="store_true",
+                   help=f"keep the scratch directory ({kept}) even when all is well")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the summary as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def run_drill(name: str, drill: Any, options: Any, json_path: Path | None) -> int:
+    """Run ``drill`` (``crash`` or ``liveupdate``), print its summary, write
+    the JSON if asked; the exit status (see the module's docstring)."""
+    try:
+        summary = drill.run(options)
+    except fakexen.Unavailable as exc:
+        print(f"{name}: cannot run here: {exc}", file=sys.stderr)
+        return 2
+    print(summary.table())
+    if json_path is not None:
+        drill.write_json(summary, json_path)
+    return 0 if summary.ok else 1
 
 
 def add_live_update(sub: Any) -> None:
@@ -115,17 +144,11 @@ def add_live_update(sub: Any) -> None:
         description=(liveupdate.__doc__ or "").split("\n\n")[0],
     )
     defaults = liveupdate.LiveUpdateOptions()
-    lu.add_argument("--cycles", type=_positive, default=defaults.cycles,
-                    help=f"live updates (default {defaults.cycles})")
-    lu.add_argument("--clients", type=_count, default=defaults.clients,
-                    help=f"socket clients (default {defaults.clients})")
-    lu.add_argument("--guests", type=_count, default=defaults.guests,
-                    help=f"simulated guests on rings (default {defaults.guests})")
+    add_load_options(lu, defaults, cycles="live updates",
+                     seed="seeds the update intervals and the load (default 0)")
     lu.add_argument("--dribblers", type=_count, default=defaults.dribblers,
                     help="raw socket connections sending each request in pieces, so that "
                     f"updates find partial packets (default {defaults.dribblers})")
-    lu.add_argument("--seed", type=int, default=defaults.seed,
-                    help="seeds the update intervals and the load (default 0)")
     lu.add_argument("--keys", type=_positive, default=defaults.keys,
                     help=f"plain keys per client and guest (default {defaults.keys})")
     lu.add_argument("--think", type=_seconds, default=defaults.think, metavar="SECONDS",
@@ -137,20 +160,14 @@ def add_live_update(sub: Any) -> None:
                     help=f"longest time between updates (default {defaults.max_interval:g} s)")
     lu.add_argument("--durability", choices=["write", "fsync", "none"],
                     default=defaults.durability, help="the daemon's --durability (default write)")
-    lu.add_argument("--timeout", type=float, default=defaults.timeout,
-                    help="seconds for xenstore-control, a reply, or the events to settle "
-                    f"(default {defaults.timeout:g})")
-    lu.add_argument("--workdir", type=Path, default=None,
-                    help="scratch directory (default: a new one under /tmp)")
-    lu.add_argument("--keep", action="store_true",
-                    help="keep the scratch directory (logs, state) even when all is well")
     lu.add_argument("--plot", type=Path, metavar="FILE",
                     help="write the latency timeline: FILE.html (self-contained, inline SVG), "
                     "FILE.svg, or FILE.png (needs matplotlib, else the HTML is written)")
-    lu.add_argument("--json", type=Path, metavar="FILE", help="also write the summary as JSON")
     lu.add_argument("--trace", action="store_true",
                     help="run the daemon with --trace-file (in the scratch directory's run/)")
-    lu.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_run_options(
+        lu, defaults, timeout="seconds for xenstore-control, a reply, or the events to settle",
+        workdir="scratch directory (default: a new one under /tmp)", kept="logs, state")
 
 
 def main_live_update(args: argparse.Namespace) -> int:
@@ -172,15 +189,7 @@ def main_live_update(args: argparse.Namespace) -> int:
         plot=args.plot,
         trace=args.trace,
     )
-    try:
-        summary = liveupdate.run(options)
-    except fakexen.Unavailable as exc:
-        print(f"live-update drill: cannot run here: {exc}", file=sys.stderr)
-        return 2
-    print(summary.table())
-    if args.json is not None:
-        liveupdate.write_json(summary, args.json)
-    return 0 if summary.ok else 1
+    return run_drill("live-update drill", liveupdate, options, args.json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -203,15 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep=args.keep,
         progress=not args.no_progress,
     )
-    try:
-        summary = crash.run(options)
-    except fakexen.Unavailable as exc:
-        print(f"crash drill: cannot run here: {exc}", file=sys.stderr)
-        return 2
-    print(summary.table())
-    if args.json is not None:
-        crash.write_json(summary, args.json)
-    return 0 if summary.ok else 1
+    return run_drill("crash drill", crash, options, args.json)
 
 
 if __name__ == "__main__":

@@ -36,12 +36,10 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import statistics
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +47,11 @@ from typing import Any
 
 import trio
 
-from drills import fakexen
-from drills.daemon import DaemonDied, DaemonProcess
+from drills import fakexen, report, scratch
+from drills.aborting import DrillAborted, guarded
+from drills.actor import Actor as BaseActor
+from drills.actor import Stop
+from drills.daemon import DaemonDied, DaemonProcess, log_problems
 from drills.ledger import ACKED, Finding, GroupLedger, KeyLedger, commit_value, outcome
 from drills.progress import ProgressBar
 from pyxenstored.client import (
@@ -66,8 +67,6 @@ from pyxenstored.client.payloads import error_name, strings_payload, write_paylo
 from pyxenstored.protocol.ops import Op
 from pyxenstored.protocol.wire import Packet
 
-#: The grant frame INTRODUCE names (the stand-in ignores it).
-GFN = 0xFEFFF
 #: Findings kept in full for the report (the counts are always complete).
 MAX_REPORTED = 40
 #: Keys a worker writes in one pipelined burst.
@@ -205,54 +204,24 @@ class Summary:
             ("other failures", str(self.other_failures)),
             ("  of which guest rings broken", str(self.guest_rings_broken)),
         ]
-        width = max(len(name) for name, _ in rows)
-        rule = "-" * (width + 24)
-        lines = [
+        return report.render(
             f"crash drill: seed {o.seed}, {o.guests} guests, {o.clients} socket clients, "
             f"{o.workers} workers each, durability {o.durability}, {self.seconds:.1f} s",
-            rule,
-        ]
-        lines += [f"{name:<{width}}  {value:>20}" for name, value in rows]
-        lines.append(rule)
-        if self.aborted:
-            lines.append(f"ABORTED: {self.aborted.splitlines()[0]}")
-        lines.append("verdict: " + ("PASS" if self.ok else "FAIL"))
-        if self.findings:
-            lines.append("")
-            lines += self.findings
-            hidden = self.failures - len(self.findings)
-            if hidden > 0:
-                lines.append(f"... and {hidden} more")
-        if self.workdir:
-            lines.append(f"logs and state: {self.workdir}")
-        return "\n".join(lines)
-
-
-class DrillAborted(Exception):
-    """The drill cannot go on (the daemon did not come back, a step broke)."""
-
-
-#: What ends the drill when a step raises it (a connection that should be
-#: fine broke, the daemon answered an error where none can come).
-_ABORTING = (DrillAborted, ConnectionClosed, XenstoreError, OSError, trio.TooSlowError)
-
-
-class _Stop(Exception):
-    """The worker's connection is gone: stop quietly."""
+            rows,
+            value_width=20,
+            rule_extra=24,
+            ok=self.ok,
+            aborted=self.aborted,
+            findings=self.findings,
+            failures=self.failures,
+            trailing=[f"logs and state: {self.workdir}"] if self.workdir else [],
+        )
 
 
 @dataclass(eq=False)
-class Actor:
-    """A connection that runs load: a socket client (dom0) or a guest's ring."""
+class Actor(BaseActor):
+    """A connection that runs load, with the ledgers of what it changed."""
 
-    name: str
-    #: Where its keys live (absolute).
-    base: str
-    #: A guest's home: its paths are sent relative to it.
-    home: str | None = None
-    domid: int | None = None
-    client: Client | None = None
-    guest: Any = None  # ring_guest.RingGuest
     #: Each worker's keys, by worker name.
     keys: dict[str, list[KeyLedger]] = field(default_factory=dict)
     groups: list[GroupLedger] = field(default_factory=list)
@@ -276,17 +245,6 @@ class Actor:
     @property
     def token(self) -> str:
         return f"drill-{self.name}"
-
-    def wire(self, path: str) -> str:
-        """The path as this actor sends it."""
-        if self.home is not None:
-            return path.removeprefix(self.home + "/")
-        return path
-
-    def the_client(self) -> Client:
-        if self.client is None:
-            raise RuntimeError(f"{self.name} has no connection")
-        return self.client
 
 
 class Worker:
@@ -312,13 +270,13 @@ class Worker:
         try:
             return self.actor.the_client().send_request(op, payload, tx_id)
         except ConnectionClosed:
-            raise _Stop from None
+            raise Stop from None
 
     async def reply(self, pending: PendingReply) -> Packet:
         try:
             packet = await pending.wait_packet()
         except ConnectionClosed:
-            raise _Stop from None
+            raise Stop from None
         summary = self.drill.summary
         summary.requests_acknowledged += 1
         if self.actor.home is not None:
@@ -340,7 +298,7 @@ class Worker:
                     await self.rm(self.rng.choice(self.keys))
                 else:
                     await self.transaction(self.rng.choice(self.groups))
-        except _Stop:
+        except Stop:
             return
 
     async def write(self, keys: list[KeyLedger]) -> None:
@@ -505,11 +463,11 @@ class CrashDrill:
                 self.stack = stack
                 self.background = await stack.enter_async_context(trio.open_nursery())
                 try:
-                    await self.guarded(self.setup(support, library))
+                    await guarded(self.setup(support, library))
                     for cycle in range(1, self.options.cycles + 1):
                         self.cycle = cycle
                         self.progress.update(cycle - 1, self.summary.failures, f"cycle {cycle}")
-                        await self.guarded(self.one_cycle())
+                        await guarded(self.one_cycle())
                         self.summary.cycles = cycle
                     self.progress.update(self.options.cycles, self.summary.failures)
                 except DrillAborted as exc:
@@ -526,52 +484,18 @@ class CrashDrill:
             self.summary.seconds = time.monotonic() - started
         return self.summary
 
-    async def guarded(self, step: Awaitable[None]) -> None:
-        """Run a step; what makes going on pointless becomes ``DrillAborted``
-        (trio wraps exceptions from nursery bodies in groups: unwrap them)."""
-        try:
-            await step
-        except* _ABORTING as group:
-            problem = _first_leaf(group)
-            if isinstance(problem, DrillAborted):
-                raise problem from None
-            raise DrillAborted(f"{type(problem).__name__}: {problem}") from problem
-
     async def setup(self, support: Any, library: Path) -> None:
         options = self.options
-        if options.workdir is not None:
-            self.workdir = Path(options.workdir)
-            self.workdir.mkdir(parents=True, exist_ok=True)
-        else:
-            self.workdir = Path(tempfile.mkdtemp(prefix="drill-", dir="/tmp"))
+        self.workdir = scratch.make_workdir(options.workdir, "drill-")
         self.fx = support.FakeXen(self.workdir / "fx")
-        self.daemon = DaemonProcess(
-            library=library,
-            fakexen_dir=self.fx.root,
-            run_dir=self.workdir / "run",
-            durability=options.durability,
-            cwd=fakexen.REPO,
-        )
-        self.daemon.start()
-        try:
-            await self.daemon.wait_ready()
-        except DaemonDied as exc:
-            raise DrillAborted(f"pyxenstored did not start: {exc}") from exc
+        self.daemon = scratch.daemon_in(self.workdir, library, self.fx.root, options.durability)
+        await scratch.start(self.daemon)
         async with open_client(self.daemon.socket_path) as dom0:
             await dom0.mkdir("/drill")
             for actor in self.guests:
-                await self.introduce(actor, dom0)
+                await actor.introduce(dom0, self.fx, self.ring_guest)
         for actor in self.guests:
             await self.attach(actor)
-
-    async def introduce(self, actor: Actor, dom0: Client) -> None:
-        """Create the guest's domain and ring page, and introduce it."""
-        assert actor.home is not None and actor.domid is not None
-        self.fx.set_domain(actor.domid, "running")
-        actor.guest = self.ring_guest.RingGuest(self.fx.root, actor.domid)
-        await dom0.mkdir(actor.home)
-        await dom0.set_perms(actor.home, [f"n{actor.domid}"])
-        await dom0.introduce(actor.domid, GFN, actor.guest.port)
 
     async def attach(self, actor: Actor) -> None:
         """Connect the guest's client over its ring, watch ``drill``, and
@@ -601,26 +525,21 @@ class CrashDrill:
         fresh = self.new_guest(self.next_domid)
         self.next_domid += 1
         self.guests[self.guests.index(actor)] = fresh
-        await self.introduce(fresh, dom0)
+        await fresh.introduce(dom0, self.fx, self.ring_guest)
         return fresh
 
     def teardown(self) -> None:
         daemon = self.daemon
         if daemon is not None:
-            status = daemon.stop()
-            if status not in (None, 0) and self.summary.aborted is None:
-                self.other(f"pyxenstored did not stop cleanly on SIGTERM (status {status})")
+            problem = scratch.stop(daemon)
+            if problem is not None and self.summary.aborted is None:
+                self.other(problem)
             self.check_log()
         for actor in self.guests + self.retired:
             if actor.guest is not None:
                 actor.guest.close()
-        workdir = self.workdir
-        if workdir is None:
-            return
-        if self.options.keep or self.options.workdir is not None or not self.summary.ok:
-            self.summary.workdir = str(workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        keep = self.options.keep or self.options.workdir is not None or not self.summary.ok
+        self.summary.workdir = scratch.keep_or_remove(self.workdir, keep)
 
     async def collect_events(self, actor: Actor, events: WatchStream) -> None:
         try:
@@ -908,19 +827,8 @@ class CrashDrill:
         daemon = self.daemon
         if daemon is None:
             return
-        text = daemon.take_log()
-        if "Traceback" in text:
-            start = text.index("Traceback")
-            self.other("the daemon logged a traceback:\n" + text[start : start + 2000])
-        for line in text.splitlines():
-            if "check:" in line:
-                self.other(f"CONTROL check found a problem: {line.strip()}")
-
-
-def _first_leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
+        for problem in log_problems(daemon.take_log()):
+            self.other(problem)
 
 
 def run(options: DrillOptions) -> Summary:

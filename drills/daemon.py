@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -167,14 +168,7 @@ class DaemonProcess:
         """SIGTERM (SIGKILL if it lingers); returns the exit status."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc, timeout)
 
     def release_ports(self) -> None:
         """What Xen does when a process holding event channels dies: its
@@ -205,6 +199,38 @@ class DaemonProcess:
         except FileNotFoundError:
             return "(no log)"
         return text[-chars:]
+
+
+def terminate(
+    proc: subprocess.Popen[bytes], timeout: float, kill: Callable[[], None] | None = None
+) -> int:
+    """SIGTERM, and if it lingers past ``timeout`` ``kill`` (default: SIGKILL
+    the process and reap it); returns the exit status. Shared with ``bench``,
+    whose daemons stop the same way (``bench.persist`` kills a whole session)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            if kill is None:
+                proc.kill()
+                proc.wait()
+            else:
+                kill()
+    return proc.returncode
+
+
+def log_problems(text: str) -> list[str]:
+    """What a daemon's log shows went wrong, one finding each: a traceback
+    (its first 2,000 characters), and each problem ``CONTROL check`` found."""
+    problems = []
+    if "Traceback" in text:
+        start = text.index("Traceback")
+        problems.append("the daemon logged a traceback:\n" + text[start : start + 2000])
+    for line in text.splitlines():
+        if "check:" in line:
+            problems.append(f"CONTROL check found a problem: {line.strip()}")
+    return problems
 
 
 def _unlink(path: Path) -> None:

@@ -50,13 +50,10 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import socket
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,8 +61,11 @@ from typing import Any
 
 import trio
 
-from drills import fakexen
-from drills.daemon import DaemonDied, DaemonProcess
+from drills import fakexen, report, scratch
+from drills.aborting import DrillAborted, guarded
+from drills.actor import Actor as BaseActor
+from drills.actor import Stop
+from drills.daemon import DaemonDied, DaemonProcess, log_problems
 from drills.latency import EventCheck, Pauses, Timeline, check_events, percentile
 from drills.progress import ProgressBar
 from drills.timeline import Plot, UpdateMark
@@ -75,7 +75,6 @@ from pyxenstored.client import (
     ConnectionClosed,
     PendingReply,
     WatchStream,
-    XenstoreError,
     open_client,
 )
 from pyxenstored.client.payloads import error_name, split_strings, strings_payload, write_payload
@@ -85,8 +84,6 @@ from pyxenstored.protocol.ops import Op
 from pyxenstored.protocol.wire import Packet, encode
 
 XENSTORE_CONTROL = Path("/usr/lib/xen-4.17/bin/xenstore-control")
-#: The grant frame INTRODUCE names (the stand-in ignores it).
-GFN = 0xFEFFF
 #: Findings kept in full for the report (the counts are always complete).
 MAX_REPORTED = 40
 #: Keys a pipelined burst writes.
@@ -314,55 +311,28 @@ class Summary:
                 f"{ms(outside.get('median'))} / {ms(outside.get('p99'))}",
             ),
         ]
-        width = max(len(name) for name, _ in rows)
-        rule = "-" * (width + 26)
-        lines = [
+        trailing = [f"timeline: {self.plot}"] if self.plot else []
+        if self.workdir:
+            trailing.append(f"logs and state: {self.workdir}")
+        return report.render(
             f"live-update drill: seed {o.seed}, {o.clients} socket clients, {o.guests} guests, "
             f"{o.dribblers} dribblers, durability {o.durability}, {self.seconds:.1f} s",
-            rule,
-        ]
-        lines += [f"{name:<{width}}  {value:>24}" for name, value in rows]
-        lines.append(rule)
-        if self.aborted:
-            lines.append(f"ABORTED: {self.aborted.splitlines()[0]}")
-        lines.append("verdict: " + ("PASS" if self.ok else "FAIL"))
-        if self.findings:
-            lines.append("")
-            lines += self.findings
-            hidden = self.failures - len(self.findings)
-            if hidden > 0:
-                lines.append(f"... and up to {hidden} more")
-        if self.plot:
-            lines.append(f"timeline: {self.plot}")
-        if self.workdir:
-            lines.append(f"logs and state: {self.workdir}")
-        return "\n".join(lines)
-
-
-class DrillAborted(Exception):
-    """The drill cannot go on (the daemon died, a step broke)."""
-
-
-class _Stop(Exception):
-    """The worker's connection is gone: stop quietly (already counted)."""
-
-
-#: What ends the drill when a step raises it.
-_ABORTING = (DrillAborted, ConnectionClosed, XenstoreError, OSError, trio.TooSlowError)
+            rows,
+            value_width=24,
+            rule_extra=26,
+            ok=self.ok,
+            aborted=self.aborted,
+            findings=self.findings,
+            failures=self.failures,
+            up_to=True,
+            trailing=trailing,
+        )
 
 
 @dataclass(eq=False)
-class Actor:
+class Actor(BaseActor):
     """A connection under load with its own subtree: a socket client or a guest."""
 
-    name: str
-    #: Its subtree (absolute).
-    base: str
-    #: A guest's home: its paths are sent relative to it.
-    home: str | None = None
-    domid: int | None = None
-    client: Client | None = None
-    guest: Any = None  # ring_guest.RingGuest
     #: Plain keys (absolute) -> the value they hold, None when absent.
     values: dict[str, str | None] = field(default_factory=dict)
     #: Transaction keys (absolute) -> their committed value.
@@ -373,22 +343,11 @@ class Actor:
     dropped: bool = False
     seq: int = 0
 
-    def wire(self, path: str) -> str:
-        """The path as this actor sends it."""
-        if self.home is not None:
-            return path.removeprefix(self.home + "/")
-        return path
-
     def absolute(self, path: str) -> str:
         """An event's path as the actor's record has it."""
         if self.home is not None and not path.startswith("/"):
             return f"{self.home}/{path}"
         return path
-
-    def the_client(self) -> Client:
-        if self.client is None:
-            raise RuntimeError(f"{self.name} has no connection")
-        return self.client
 
     def value(self, what: str) -> str:
         self.seq += 1
@@ -485,7 +444,7 @@ class LiveUpdateDrill:
             return actor.the_client().send_request(op, payload, tx_id), trio.current_time()
         except ConnectionClosed as exc:
             self.drop(actor, exc)
-            raise _Stop from None
+            raise Stop from None
 
     async def reply(self, actor: Actor, sent: tuple[PendingReply, float]) -> Packet:
         pending, at = sent
@@ -493,7 +452,7 @@ class LiveUpdateDrill:
             packet = await pending.wait_packet()
         except ConnectionClosed as exc:
             self.drop(actor, exc)
-            raise _Stop from None
+            raise Stop from None
         now = trio.current_time()
         self.timeline.add(at, now)
         self.summary.requests_answered += 1
@@ -531,7 +490,7 @@ class LiveUpdateDrill:
                 else:
                     await self.directory(actor)
                 await self.think(rng)
-        except _Stop:
+        except Stop:
             return
 
     async def think(self, rng: random.Random) -> None:
@@ -602,7 +561,7 @@ class LiveUpdateDrill:
             while not self.stopping:
                 await self.transaction(actor, rng, across=rng.random() < 0.5)
                 await self.think(rng)
-        except _Stop:
+        except Stop:
             return
 
     async def transaction(self, actor: Actor, rng: random.Random, across: bool) -> None:
@@ -822,9 +781,9 @@ class LiveUpdateDrill:
             async with AsyncExitStack() as stack:
                 background = await stack.enter_async_context(trio.open_nursery())
                 try:
-                    await self.guarded(self.setup(support, library, stack, background))
-                    await self.guarded(self.drive())
-                    await self.guarded(self.check())
+                    await guarded(self.setup(support, library, stack, background))
+                    await guarded(self.drive())
+                    await guarded(self.check())
                 except DrillAborted as exc:
                     self.summary.aborted = str(exc)
                     self.other(f"drill aborted: {exc}")
@@ -840,46 +799,21 @@ class LiveUpdateDrill:
         self.analyse()
         return self.summary
 
-    async def guarded(self, step: Awaitable[None]) -> None:
-        try:
-            await step
-        except* _ABORTING as group:
-            problem: BaseException = group
-            while isinstance(problem, BaseExceptionGroup):
-                problem = problem.exceptions[0]
-            if isinstance(problem, DrillAborted):
-                raise problem from None
-            raise DrillAborted(f"{type(problem).__name__}: {problem}") from problem
-
     async def setup(
         self, support: Any, library: Path, stack: AsyncExitStack, background: trio.Nursery
     ) -> None:
         options = self.options
-        if options.workdir is not None:
-            self.workdir = Path(options.workdir)
-            self.workdir.mkdir(parents=True, exist_ok=True)
-        else:
-            self.workdir = Path(tempfile.mkdtemp(prefix="lu-drill-", dir="/tmp"))
+        self.workdir = scratch.make_workdir(options.workdir, "lu-drill-")
         self.fx = support.FakeXen(self.workdir / "fx")
         self.binary = self.workdir / "pyxenstored-new"
         self.binary.write_text(
             f'#!/bin/sh\ncd {fakexen.REPO}\nexec {sys.executable} -m pyxenstored "$@"\n'
         )
         self.binary.chmod(0o755)
-        self.daemon = DaemonProcess(
-            library=library,
-            fakexen_dir=self.fx.root,
-            run_dir=self.workdir / "run",
-            durability=options.durability,
-            cwd=fakexen.REPO,
-        )
+        self.daemon = scratch.daemon_in(self.workdir, library, self.fx.root, options.durability)
         if options.trace:
             self.daemon.argv += ["--trace-file", str(self.daemon.run_dir / "trace")]
-        self.daemon.start()
-        try:
-            await self.daemon.wait_ready()
-        except DaemonDied as exc:
-            raise DrillAborted(f"pyxenstored did not start: {exc}") from exc
+        await scratch.start(self.daemon)
         socket_path = self.daemon.socket_path
         with trio.fail_after(options.timeout):
             async with open_client(socket_path) as dom0:
@@ -887,12 +821,7 @@ class LiveUpdateDrill:
                 for actor in self.dribblers:
                     await dom0.mkdir(actor.base)
                 for actor in self.guests:
-                    assert actor.home is not None and actor.domid is not None
-                    self.fx.set_domain(actor.domid, "running")
-                    actor.guest = self.ring_guest.RingGuest(self.fx.root, actor.domid)
-                    await dom0.mkdir(actor.home)
-                    await dom0.set_perms(actor.home, [f"n{actor.domid}"])
-                    await dom0.introduce(actor.domid, GFN, actor.guest.port)
+                    await actor.introduce(dom0, self.fx, self.ring_guest)
         # The connections live as long as the run, in ``stack``: no cancel
         # scope may be open around entering them.
         for actor in self.actors:
@@ -1077,12 +1006,8 @@ class LiveUpdateDrill:
     def check_log(self) -> None:
         daemon = self.the_daemon()
         text = daemon.take_log()
-        if "Traceback" in text:
-            start = text.index("Traceback")
-            self.other("the daemon logged a traceback:\n" + text[start : start + 2000])
-        for line in text.splitlines():
-            if "check:" in line:
-                self.other(f"CONTROL check found a problem: {line.strip()}")
+        for problem in log_problems(text):
+            self.other(problem)
         done = len([u for u in self.summary.updates if u.returncode == 0])
         took_over = text.count("live update: took over")
         if took_over != done:
@@ -1101,18 +1026,14 @@ class LiveUpdateDrill:
     def teardown(self) -> None:
         daemon = self.daemon
         if daemon is not None:
-            status = daemon.stop()
-            if status not in (None, 0) and self.summary.aborted is None:
-                self.other(f"pyxenstored did not stop cleanly on SIGTERM (status {status})")
+            problem = scratch.stop(daemon)
+            if problem is not None and self.summary.aborted is None:
+                self.other(problem)
         for actor in self.guests:
             if actor.guest is not None:
                 actor.guest.close()
-        if self.workdir is None:
-            return
-        if self.options.keep or self.options.workdir is not None or not self.summary.ok:
-            self.summary.workdir = str(self.workdir)
-        else:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        keep = self.options.keep or self.options.workdir is not None or not self.summary.ok
+        self.summary.workdir = scratch.keep_or_remove(self.workdir, keep)
 
     def analyse(self) -> None:
         """Pauses per update, latency outside them, the plot."""

@@ -7,45 +7,22 @@ by a restart on the same state directory and the drill's checks.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
-import pytest
+from collections.abc import Callable
+from typing import Any
 
 from drills import crash, ledger
-from drills.fakexen import XEN_HEADER
 from pyxenstored.client import PendingReply
 from pyxenstored.protocol.ops import Op
 from pyxenstored.protocol.wire import Packet
 
 
-@pytest.fixture
-def need_fakexen() -> None:
-    # As tests/fakexen/conftest.py: the drill builds the stand-in library
-    # with the same Makefile (``fakexen_support.build_library``).
-    if shutil.which("gcc") is None or shutil.which("make") is None:
-        pytest.skip("gcc and make are needed to build tests/fakexen/libfakexen.so")
-    if not XEN_HEADER.exists():
-        pytest.skip("libxen-dev headers (xenevtchn.h) are not installed")
-
-
-def test_ten_kills_lose_nothing(need_fakexen: None, tmp_path: Path) -> None:
-    options = crash.DrillOptions(
-        cycles=10,
-        seed=20240501,
-        guests=2,
-        clients=2,
-        workers=1,
-        keys=4,
-        groups=1,
-        min_delay=0.05,
-        max_delay=0.3,
-        workdir=tmp_path / "drill",
-        progress=False,
+def test_ten_kills_lose_nothing(
+    need_fakexen: None, run_drill: Callable[..., tuple[Any, str]]
+) -> None:
+    summary, report = run_drill(
+        crash.run, crash.DrillOptions, cycles=10, seed=20240501, guests=2, clients=2,
+        workers=1, keys=4, groups=1, min_delay=0.05, max_delay=0.3,
     )
-    summary = crash.run(options)
-    report = summary.table()
-    assert summary.aborted is None, report
     assert summary.kills == 10, report
     assert summary.recoveries == 10, report
     assert len(summary.recovery_times) == 10, report

@@ -8,40 +8,28 @@ arithmetic (pauses, event sequences) and plot without a daemon.
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from drills import latency, liveupdate, timeline
-from drills.fakexen import XEN_HEADER
 
 
 @pytest.fixture
-def need_fakexen() -> None:
-    if shutil.which("gcc") is None or shutil.which("make") is None:
-        pytest.skip("gcc and make are needed to build tests/fakexen/libfakexen.so")
-    if not XEN_HEADER.exists():
-        pytest.skip("libxen-dev headers (xenevtchn.h) are not installed")
+def need_control(need_fakexen: None) -> None:
     if not liveupdate.XENSTORE_CONTROL.exists():
         pytest.skip(f"{liveupdate.XENSTORE_CONTROL} is not installed (xen-utils-4.17)")
 
 
-def test_five_live_updates_lose_nothing(need_fakexen: None, tmp_path: Path) -> None:
-    options = liveupdate.LiveUpdateOptions(
-        cycles=5,
-        clients=4,
-        guests=1,
-        seed=20240601,
-        min_interval=0.2,
-        max_interval=0.5,
-        workdir=tmp_path / "drill",
-        progress=False,
-        plot=tmp_path / "timeline.html",
+def test_five_live_updates_lose_nothing(
+    need_control: None, run_drill: Callable[..., tuple[Any, str]], tmp_path: Path
+) -> None:
+    summary, report = run_drill(
+        liveupdate.run, liveupdate.LiveUpdateOptions, cycles=5, clients=4, guests=1,
+        seed=20240601, min_interval=0.2, max_interval=0.5, plot=tmp_path / "timeline.html",
     )
-    summary = liveupdate.run(options)
-    report = summary.table()
-    assert summary.aborted is None, report
     assert [u.returncode for u in summary.updates] == [0] * 5, report
     assert summary.requests_answered > 0 and summary.guest_requests_answered > 0, report
     assert summary.unexpected_errors == 0 and summary.wrong_values == 0, report
