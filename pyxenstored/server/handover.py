@@ -13,6 +13,7 @@ image carries at the end of its queue.
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -144,6 +145,8 @@ def adopt(engine: Engine, state_dir: str) -> Adopted:
     """Rebuild ``engine`` (newly made) from the image the old instance left,
     and take over its descriptors; the image file is removed."""
     path = os.path.join(state_dir, HANDOVER_FILE)
+    if not os.path.exists(path):  # C: "No state file found"
+        raise FileNotFoundError(errno.ENOENT, "live update (-U): no state to take over", path)
     gc.disable()  # as for recovery (persist/durable.py)
     try:
         with open(path, "rb") as file:

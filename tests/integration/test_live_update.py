@@ -146,3 +146,14 @@ def test_a_binary_that_cannot_run_leaves_the_daemon_serving(daemon: Daemon) -> N
         # The session is over: a new one may start.
         assert c.expect_ok(CONTROL, b"live-update\0-a\0") == b"No live-update session active.\0"
     assert not os.path.exists(os.path.join(daemon.directory, "state", "live-update.cbor"))
+
+
+def test_started_with_u_but_nothing_to_take_over(tmp_path: Path) -> None:
+    """As C's "No state file found": exit 1, saying so, and bind nothing."""
+    argv = [sys.executable, "-m", "pyxenstored", "-N", "-U", "--socket", str(tmp_path / "s"),
+            "--state-dir", str(tmp_path / "state")]
+    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "LD_PRELOAD": ""})
+    assert result.returncode == 1
+    assert "no state to take over" in result.stderr
+    assert not (tmp_path / "s").exists()
