@@ -20,7 +20,7 @@ watch fires once, so a guest re-reads what it watches and misses nothing
 (docs/compatibility.md).
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -79,11 +79,15 @@ def node_in(entry: list[Any], perms_cache: PermsCache | None = None) -> Node:
     return Node(value, perms, generation, dict.fromkeys(children), childlen)
 
 
-def change_out(change: Change) -> list[Any]:
+def change_out(change: Change) -> Sequence[Any]:
+    """CBOR-ready: the common changes (values set, nodes deleted) as they are."""
+    kind = change[0]
+    if kind == SET_VALUE or kind == DELETE:
+        return change
     kind, before, path, *rest = change
     if kind in (CREATE, SET_PERMS):
         rest[-1] = perms_out(rest[-1])  # type: ignore[arg-type]
-    elif kind == REPLACE:
+    else:
         rest[0] = None if rest[0] is None else node_out(rest[0])  # type: ignore[arg-type]
     return [kind, before, path, *rest]
 
