@@ -68,7 +68,7 @@ from typing import Any
 
 from bench.persist import populate, store_leaves, wait_quiet
 from bench.workloads import ERROR, HEADER, READ, BenchError, Wire
-from drills.daemon import terminate
+from drills.daemon import pyxenstored_argv, terminate
 
 XEN_BIN = Path("/usr/lib/xen-4.17/bin")
 XENSTORE_CONTROL = XEN_BIN / "xenstore-control"
@@ -147,10 +147,7 @@ def start_daemon(name: str, scratch: Path, library: Path, support: Any) -> Daemo
         XENSTORED_PATH=str(run / "socket"),
     )
     if name == "pyxenstored":
-        argv = [
-            sys.executable, "-m", "pyxenstored", "--no-fork",
-            "--socket", str(run / "socket"), "--state-dir", str(run / "state"),
-        ]
+        argv = pyxenstored_argv(run / "socket", run / "state")
         binary = str(write_wrapper(scratch / "pyxenstored-new"))
     else:
         argv = [str(C_XENSTORED), "--no-fork"]

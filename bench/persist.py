@@ -86,7 +86,7 @@ from bench.workloads import (
     pipelined,
     setup_keys,
 )
-from drills.daemon import terminate
+from drills.daemon import pyxenstored_argv, terminate
 from pyxenstored.config import Config
 from pyxenstored.engine import Engine
 from pyxenstored.persist import files, image
@@ -275,18 +275,7 @@ class Daemon:
 
     @classmethod
     def start(cls, mode: str, state_dir: str, socket_path: str, log_path: str) -> Daemon:
-        argv = [
-            sys.executable,
-            "-m",
-            "pyxenstored",
-            "--no-fork",
-            "--socket",
-            socket_path,
-            "--state-dir",
-            state_dir,
-            "--durability",
-            mode,
-        ]
+        argv = pyxenstored_argv(socket_path, state_dir, mode)
         with open(log_path, "wb") as log:
             wall, perf = time.time(), time.perf_counter()
             process = subprocess.Popen(

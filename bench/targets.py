@@ -18,13 +18,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from drills.daemon import pyxenstored_argv
 from pyxenstored.server.listener import socket_accepts
 
 #: Seconds a daemon has to start accepting connections.
@@ -59,16 +59,7 @@ class Target:
 
 def _pyxenstored(directory: str) -> Launch:
     sock = os.path.join(directory, "socket")
-    argv = [
-        sys.executable,
-        "-m",
-        "pyxenstored",
-        "--no-fork",
-        "--socket",
-        sock,
-        "--state-dir",
-        os.path.join(directory, "state"),
-    ]
+    argv = pyxenstored_argv(sock, os.path.join(directory, "state"))
     return Launch(argv, dict(os.environ), sock)
 
 

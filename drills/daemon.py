@@ -49,18 +49,7 @@ class DaemonProcess:
         self.socket_path = run_dir / "socket"
         self.state_dir = run_dir / "state"
         self.log_path = run_dir / "pyxenstored.log"
-        self.argv = [
-            python,
-            "-m",
-            "pyxenstored",
-            "-N",
-            "--socket",
-            str(self.socket_path),
-            "--state-dir",
-            str(self.state_dir),
-            "--durability",
-            durability,
-        ]
+        self.argv = pyxenstored_argv(self.socket_path, self.state_dir, durability, python)
         self.env = dict(os.environ)
         self.env.update(
             LD_PRELOAD=str(library),
@@ -199,6 +188,21 @@ class DaemonProcess:
         except FileNotFoundError:
             return "(no log)"
         return text[-chars:]
+
+
+def pyxenstored_argv(
+    socket_path: str | Path,
+    state_dir: str | Path,
+    durability: str | None = None,
+    python: str = sys.executable,
+) -> list[str]:
+    """The command line that runs this checkout's daemon in the foreground,
+    shared by the drills and the benchmarks."""
+    argv = [python, "-m", "pyxenstored", "--no-fork", "--socket", str(socket_path),
+            "--state-dir", str(state_dir)]
+    if durability is not None:
+        argv += ["--durability", durability]
+    return argv
 
 
 def terminate(
