@@ -124,22 +124,18 @@ class DurableState:
     @classmethod
     def take_over(
         cls, engine: Engine, directory: str | Path, durability: Durability,
-        rings: dict[int, image.RingState], compaction: tuple[int, int] | None,
+        rings: dict[int, image.RingState],
     ) -> DurableState:
         """Go on journaling after a live update: the old instance journaled
-        every change ``engine`` (rebuilt from its image) holds, so nothing is
-        read or replayed; a new segment follows the existing files.
-        ``compaction``: the old instance's snapshot writer (pid, seq), now
-        this process's child, if one was running."""
+        every change ``engine`` (rebuilt from its image and the journal)
+        holds, and ran no snapshot writer at the end; a new segment follows
+        the existing files."""
         directory = Path(directory)
         seq, size = files.latest(directory)
         journal = Journal.open(directory, durability, seq)
         engine.take_touched()
         engine.tree.changes = []
-        state = cls(directory, journal, size, engine.tree.generation, rings=dict(rings))
-        if compaction is not None:
-            state.compacting, state.compacting_seq = compaction
-        return state
+        return cls(directory, journal, size, engine.tree.generation, rings=dict(rings))
 
     def record(
         self, engine: Engine, rings: list[tuple[int, image.RingState]] | None = None

@@ -290,6 +290,12 @@ def _list(directory: Path) -> _Listing:
     return listing
 
 
+def listing(directory: StrPath) -> tuple[set[int], set[int]]:
+    """The sequence numbers of the snapshots and of the journal segments."""
+    found = _list(Path(directory))
+    return found.snapshots, found.segments
+
+
 def latest(directory: StrPath) -> tuple[int, int]:
     """Without reading anything: the segment a daemon taking over a live
     one continues with (the one after every existing file), and the size

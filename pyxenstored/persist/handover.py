@@ -80,13 +80,15 @@ def handover_out(
     rings: dict[int, image.RingState],
     queued: dict[int, list[bytes]],
     shell: Plain,
+    nodes: bool = True,
 ) -> Plain:
     """The image; ``shells`` per connection id, ``shell`` for the daemon as a
-    whole (its listening socket's descriptor, say)."""
+    whole (its listening socket's descriptor, say). Without ``nodes`` the
+    tree is left out: the new instance has read it from the journal."""
     connections = sorted(engine.connections.values(), key=lambda conn: conn.conn_id)
     return {
         "schema": SCHEMA,
-        "store": image.snapshot(engine, rings),
+        "store": image.snapshot(engine, rings, nodes),
         "connections": [
             connection_out(conn, now, shells.get(conn.conn_id, {}), queued.get(conn.conn_id, []))
             for conn in connections
@@ -96,8 +98,9 @@ def handover_out(
 
 
 def handover_in(engine: Engine, saved: Plain, now: float) -> dict[int, Plain]:
-    """Rebuild the state in a newly made engine; returns each connection's
-    ``shell`` part by connection id, for the shell to take over."""
+    """Rebuild the state in a newly made engine (or one holding the tree an
+    image without nodes expects); returns each connection's ``shell`` part
+    by connection id, for the shell to take over."""
     if saved.get("schema") != SCHEMA:
         raise ImageError(f"live-update image schema {saved.get('schema')!r}, expected {SCHEMA}")
     store = saved["store"]

@@ -168,17 +168,23 @@ def _quotas_in(engine: Engine, quotas: list[dict[str, int]]) -> None:
 # ------------------------------------------------------------- the whole
 
 
-def snapshot(engine: Engine, rings: dict[int, RingState] | None = None) -> Plain:
-    """The whole durable state, with the rings' last recorded states."""
+def snapshot(
+    engine: Engine, rings: dict[int, RingState] | None = None, nodes: bool = True
+) -> Plain:
+    """The whole durable state, with the rings' last recorded states;
+    without ``nodes``, everything but the tree (which a live update's new
+    instance reads from the journal instead)."""
     domains = [domain_out(engine, domid) for domid in sorted(engine.domains.domains)]
-    return {
+    saved: Plain = {
         "schema": SCHEMA,
         "generation": engine.tree.generation,
         "quotas": _quotas_out(engine),
-        "nodes": [[path, *node_out(node)] for path, node in engine.tree.nodes.items()],
         "domains": domains,
         "rings": sorted((rings or {}).items()),
     }
+    if nodes:
+        saved["nodes"] = [[path, *node_out(node)] for path, node in engine.tree.nodes.items()]
+    return saved
 
 
 def take_batch(
@@ -245,12 +251,29 @@ def restore(engine: Engine, image: Plain | None, batches: Iterable[Plain]) -> Re
 
 
 def load_store(engine: Engine, image: Plain) -> None:
-    """The snapshot's tree, generation counter and global quotas."""
+    """The snapshot's tree, generation counter and global quotas. An image
+    without nodes (``snapshot(..., nodes=False)``) keeps the engine's tree,
+    which must then be at the image's generation."""
     if image.get("schema") != SCHEMA:
         raise ImageError(f"snapshot schema {image.get('schema')!r}, expected {SCHEMA}")
-    engine.tree = _load_nodes(image["nodes"])
-    engine.tree.generation = image["generation"]
+    if "nodes" in image:
+        engine.tree = _load_nodes(image["nodes"])
+        engine.tree.generation = image["generation"]
+    elif engine.tree.generation != image["generation"]:
+        raise ImageError(
+            f"the store read from the journal is at generation {engine.tree.generation},"
+            f" the image at {image['generation']}"
+        )
     _quotas_in(engine, image["quotas"])
+
+
+def replay(tree: Tree, batches: Iterable[Plain]) -> None:
+    """Only the tree's part of batch records: their changes and generations."""
+    for batch in batches:
+        for entry in batch.get("t", ()):
+            redo(tree, entry)
+        tree.generation = batch["g"]
+    tree.changes = []
 
 
 def domain_in(record: Plain) -> Domain:

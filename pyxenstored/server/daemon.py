@@ -53,9 +53,11 @@ from pyxenstored.persist.image import RingState
 from pyxenstored.protocol.decoder import Decoder
 from pyxenstored.protocol.errors import ProtocolError
 from pyxenstored.protocol.wire import Packet
-from pyxenstored.server import handover
+from pyxenstored.server.handover import LiveUpdater, check_binary
 from pyxenstored.server.listener import adopt_unix_listener, open_unix_listener, remove_socket
+from pyxenstored.server.process import PidFile
 from pyxenstored.server.rings import Rings, XenBackend
+from pyxenstored.server.takeover import Adopted
 from pyxenstored.server.trace import Tracer
 
 log = logging.getLogger("pyxenstored.server")
@@ -314,7 +316,7 @@ class Server:
         if reply_bound < 1:
             raise ValueError("reply_bound must be at least 1")
         self.engine = engine
-        engine.live_update.check_binary = handover.check_binary
+        engine.live_update.check_binary = check_binary
         self.tracer = tracer if tracer is not None else Tracer()
         self.reply_bound = reply_bound
         self.receive_size = receive_size
@@ -335,7 +337,15 @@ class Server:
         #: The listening socket's descriptor, handed over by a live update.
         self.listener_fd: int | None = None
         self._live_update: StartLiveUpdate | None = None
+        self.live_updater = LiveUpdater(self)
         self._compaction_wanted = trio.Event()
+        self._compaction_done = trio.Event()
+        #: The pid file this process holds, which a live update passes on.
+        self.pid_file: PidFile | None = None
+        #: ``--no-fork``: a supervisor watches our pid (see server/anchor.py).
+        self.foreground = False
+        #: ``--event``: dom0's port when in a stub domain (rings re-attach with it).
+        self.dom0_event: int | None = None
 
     # -- the synchronous core of the shell ------------------------------
 
@@ -385,7 +395,7 @@ class Server:
         durable = self.durable
         if durable is not None:
             durable.record(self.engine, rings.take_states() if rings is not None else None)
-            if durable.compaction_due():
+            if durable.compaction_due() and not self.live_updater.active:
                 self._compaction_wanted.set()
         if rings is not None:
             rings.publish()
@@ -393,8 +403,19 @@ class Server:
             self.tracer.flush()
         start, self._live_update = self._live_update, None
         if start is not None:
-            handover.perform(self, start)  # returns only if it failed
-            self.flush()
+            self.live_updater.request(start)
+            if not self.live_updater.active:  # refused at once: send the answer
+                self.flush()
+
+    def release_pid_file(self) -> None:
+        """A live update's new instance takes the pid file (lock and pid)."""
+        if self.pid_file is not None:
+            self.pid_file.close()
+
+    def reacquire_pid_file(self) -> None:
+        """The update failed: the pid file is ours again."""
+        if self.pid_file is not None and not self.pid_file.acquire():
+            log.error("could not take the pid file %s back", self.pid_file.path)
 
     def resolve_path(self, path: str) -> str:
         """A file name from a CONTROL command; relative ones go under the state dir."""
@@ -453,24 +474,29 @@ class Server:
 
     # -- tasks -----------------------------------------------------------
 
-    async def handle_stream(
+    def open_connection(
         self, stream: trio.abc.Stream, adopted: tuple[int, bytes, bytes] | None = None
-    ) -> None:
-        """Serve one client until it disconnects or breaks the protocol.
-
-        ``adopted``: a connection a live update handed over (its id, input
-        not yet handled, output not yet sent). Never raises (except
-        Cancelled): a broken client must not take the daemon down. The
-        stream is closed on return.
-        """
-        engine = self.engine
-        conn_id = engine.connect_socket() if adopted is None else adopted[0]
+    ) -> Connection:
+        """Register a client at once, before its task runs: a live update
+        between the two must find it and hand it over."""
+        conn_id = self.engine.connect_socket() if adopted is None else adopted[0]
         conn = Connection(self, conn_id, stream)
         if adopted is not None:
             conn.decoder = Decoder(adopted[1])
             conn.unsent += adopted[2]
             conn.wake_writer()  # its queued output (the requester's OK, events)
         self.connections[conn_id] = conn
+        return conn
+
+    async def serve_connection(self, conn: Connection) -> None:
+        """Serve one client (registered by ``open_connection``; ``adopted``
+        there: a connection a live update handed over, with its input not
+        yet handled and output not yet sent) until it disconnects or breaks
+        the protocol. Never raises (except Cancelled): a broken client must
+        not take the daemon down. The stream is closed on return."""
+        engine = self.engine
+        conn_id = conn.conn_id
+        stream = conn.stream
         tracer = self.tracer
         if log.isEnabledFor(logging.DEBUG) or tracer.obj:
             peer = _peer_description(stream)
@@ -509,7 +535,8 @@ class Server:
         """
         async with listener, trio.open_nursery() as nursery:
             for conn_id, (handed, unhandled, unsent) in (adopted or {}).items():
-                nursery.start_soon(self.handle_stream, handed, (conn_id, unhandled, unsent))
+                conn = self.open_connection(handed, (conn_id, unhandled, unsent))
+                nursery.start_soon(self.serve_connection, conn)
             task_status.started()
             while True:
                 try:
@@ -520,7 +547,7 @@ class Server:
                     log.error("accept failed (%s), retrying", os.strerror(exc.errno or 0))
                     await trio.sleep(ACCEPT_RETRY_DELAY)
                     continue
-                nursery.start_soon(self.handle_stream, stream)
+                nursery.start_soon(self.serve_connection, self.open_connection(stream))
 
     def want_clock(self) -> None:
         """A guest left output unread: expiry ticks are needed until it is gone."""
@@ -543,14 +570,23 @@ class Server:
         durable = self.durable
         assert durable is not None
         while True:
-            if durable.compacting is None:  # else one a live update handed over
-                await self._compaction_wanted.wait()
-                self._compaction_wanted = trio.Event()
-                durable.start_compaction(self.engine)
+            await self._compaction_wanted.wait()
+            self._compaction_wanted = trio.Event()
+            if self.live_updater.active:
+                continue  # the new instance reads the files: none may go
+            durable.start_compaction(self.engine)
             pid = durable.compacting
             assert pid is not None
             _, status = await trio.to_thread.run_sync(os.waitpid, pid, 0)
             durable.finish_compaction(durable.compacting_seq, status)
+            self._compaction_done.set()
+            self._compaction_done = trio.Event()
+
+    async def wait_for_compaction(self) -> None:
+        """Until no snapshot writer runs (a live update starts none meanwhile)."""
+        durable = self.durable
+        while durable is not None and durable.compacting is not None:
+            await self._compaction_done.wait()
 
     def shutdown(self) -> None:
         """Make ``serve`` return: stop accepting and close every connection."""
@@ -574,7 +610,7 @@ async def serve(
     socket_mode: int = 0o600,
     xen: XenBackend | None = None,
     durable: DurableState | None = None,
-    adopted: handover.Adopted | None = None,
+    adopted: Adopted | None = None,
 ) -> None:
     """Run the daemon on the Unix socket ``socket_path`` until cancelled.
 
@@ -614,11 +650,13 @@ async def serve(
             log.info("listening on %s", socket_path)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(server.run_clock)
+                nursery.start_soon(server.live_updater.run)
                 if durable is not None:
                     nursery.start_soon(server.run_compaction)
                     if durable.compaction_due():  # what recovery replayed
                         server._compaction_wanted.set()
                 if xen is not None:
+                    server.dom0_event = xen.dom0_event
                     server.rings = Rings(server, xen)
                     server.rings.attach_local(xen.dom0_event)
                     server.rings.discover()

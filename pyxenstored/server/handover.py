@@ -1,42 +1,68 @@
-"""Live update, the shell's half: hand the whole daemon to a new program (issue 6).
+"""Live update, the old instance's half (issue 6).
 
-The old instance, at the end of the flush that handled ``live-update -s``
-(so every batch is journaled and every ring published), writes the
-live-update image (``persist/handover.py``) with each socket's descriptor,
-unhandled input and unsent output, clears close-on-exec on the listening
-socket and the connections, and execs the new binary with ``-U``. Nothing
-is closed or unlinked, so clients queue in the kernel meanwhile. The new
-instance (``adopt``) rebuilds the engine from the image, takes the sockets
-over, re-attaches the rings and answers the requester's ``OK``, which the
-image carries at the end of its queue.
+C's live update writes the whole store out and execs the new binary, which
+reads it back: nobody is served meanwhile, for a time that grows with the
+store (1.6 s at 120,000 nodes). Here the new program is started *beside*
+the running daemon, with one end of a channel (``server/channel.py``); it
+loads the snapshot and journal and follows the journal while this
+instance goes on serving (``server/takeover.py``). Once it says it is
+ready, this instance stops between two batches, lets go of the rings'
+ports and the pid file, and sends the connections' state without the tree
+(which the new one has read), with every descriptor (``SCM_RIGHTS``).
+The new instance reads the last journal records, takes over and answers
+the requester's ``OK``; only then does this one exit, without closing or
+unlinking anything the new one uses. The pause is the connections' state
+and the journal's tail, whatever the store's size.
+
+Until the new instance has taken over, nothing is lost if it fails: this
+instance stops it, takes its ports and pid file back, serves on, and
+answers the requester why. Under ``--no-fork`` the original process stays
+as the anchor that its supervisor watches (``server/anchor.py``).
 """
 
 from __future__ import annotations
 
-import errno
-import gc
 import logging
 import os
+import signal
 import socket
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import attrs
-import cbor2
 import trio
 
 from pyxenstored.effects import StartLiveUpdate
-from pyxenstored.engine import Engine
 from pyxenstored.persist import handover
 from pyxenstored.persist.image import Plain, RingState
+from pyxenstored.server import anchor
+from pyxenstored.server.channel import (
+    ANCHOR_ENV,
+    CHANNEL_ENV,
+    ChannelClosed,
+    receive_message,
+    send_fds,
+    send_message,
+)
 
 if TYPE_CHECKING:
     from pyxenstored.server.daemon import Server
 
 log = logging.getLogger("pyxenstored.server")
 
-#: In the state directory; written by the old instance, read and removed by the new.
-HANDOVER_FILE = "live-update.cbor"
+#: Seconds the new program may take to load the store and say it is ready.
+READY_TIMEOUT = 120.0
+#: Seconds it may take, once it has the connections, to say it took over.
+TAKEOVER_TIMEOUT = 30.0
+#: C's answer when the new binary cannot be started.
+CANNOT_START = "Error activating new binary."
+
+
+class UpdateFailed(Exception):
+    """The update did not happen; ``reply`` is the requester's answer."""
+
+    def __init__(self, reply: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reply = reply
 
 
 def check_binary(path: str) -> str | None:
@@ -59,115 +85,163 @@ def new_argv(start: StartLiveUpdate) -> list[str]:
     return [start.binary, *args]
 
 
-def perform(server: Server, start: StartLiveUpdate) -> None:
-    """Exec the new program; returns only if that failed (the requester is
-    then told why, and this instance goes on serving)."""
-    engine = server.engine
-    if server.state_dir is None or server.listener_fd is None:
-        engine.live_update_failed(start, "Live update needs a state directory and a socket.")
-        return
-    now = trio.current_time()
-    shells: dict[int, Plain] = {}
-    inherited = [server.listener_fd]
-    for conn_id, conn in server.connections.items():
-        sock = getattr(conn.stream, "socket", None)
-        if not isinstance(sock, trio.socket.SocketType):
-            engine.live_update_failed(start, f"Connection {conn_id} cannot be handed over.")
+class LiveUpdater:
+    """At most one update at a time, driven by ``run`` in the server's nursery."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        #: True from ``-s`` until the update failed (or this process is gone).
+        self.active = False
+        self._start: StartLiveUpdate | None = None
+        self._wanted = trio.Event()
+        #: The new program, until it took over or was stopped.
+        self._child: int | None = None
+        #: The anchor's pipe: its write end is passed from instance to
+        #: instance; the read end, while this process is to become the anchor.
+        self._anchor_write: int | None = None
+        self._anchor_read: int | None = None
+        inherited = os.environ.pop(ANCHOR_ENV, None)
+        if inherited is not None:
+            self._anchor_write = int(inherited)
+
+    def request(self, start: StartLiveUpdate) -> None:
+        """``live-update -s``: begin, or answer at once why not."""
+        server = self.server
+        if server.state_dir is None or server.listener_fd is None:
+            server.engine.live_update_failed(
+                start, "Live update needs a state directory and a socket.")
             return
-        inherited.append(sock.fileno())
-        shells[conn_id] = {
-            "fd": sock.fileno(),
-            "input": conn.unhandled_input(),
-            "unsent": bytes(conn.unsent),
-        }
-    rings: dict[int, RingState] = {}
-    if server.rings is not None:
-        for conn_id, ring in server.rings.by_conn.items():
-            rings[ring.domid] = shells[conn_id] = ring.state([])
-    queued = {start.conn_id: [engine.live_update_reply(start, "OK")]}
-    shell: Plain = {"listener": server.listener_fd, "compaction": None}
-    durable = server.durable
-    if durable is not None and durable.compacting is not None:
-        shell["compaction"] = [durable.compacting, durable.compacting_seq]
-    path = os.path.join(server.state_dir, HANDOVER_FILE)
-    argv = new_argv(start)
-    # The image is as big as the store, and nothing in it is garbage.
-    gc.disable()
-    try:
-        saved = handover.handover_out(engine, now, shells, rings, queued, shell)
-        _write(path, cbor2.dumps(saved))
-        for fd in inherited:
-            os.set_inheritable(fd, True)
-        log.info("live update: exec %s", " ".join(argv))
+        self.active = True
+        self._start = start
+        self._wanted.set()
+
+    async def run(self) -> None:
+        server = self.server
+        while True:
+            await self._wanted.wait()
+            self._wanted = trio.Event()
+            start, self._start = self._start, None
+            assert start is not None
+            try:
+                await self._update(start)
+            except UpdateFailed as exc:
+                log.error("live update failed: %s", exc)
+                server.engine.live_update_failed(start, exc.reply)
+            finally:
+                self._stop_child()
+                self.active = False
+            server.flush()
+
+    async def _update(self, start: StartLiveUpdate) -> None:
+        """Returns only by raising ``UpdateFailed``: on success the process ends."""
+        await self.server.wait_for_compaction()  # no file the new one needs may go
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with ours:
+            try:
+                self._child = self._spawn(start, theirs)
+            finally:
+                theirs.close()
+            with trio.move_on_after(READY_TIMEOUT):
+                await trio.lowlevel.wait_readable(ours)
+            ours.settimeout(0)
+            try:
+                ready = receive_message(ours)
+            except (ChannelClosed, OSError) as exc:
+                raise UpdateFailed(
+                    CANNOT_START, f"the new program never got ready ({exc})") from exc
+            if "error" in ready:
+                raise UpdateFailed(CANNOT_START, f"the new program failed: {ready['error']}")
+            log.info("live update: new instance (pid %d) ready; handing over", self._child)
+            self._hand_over(start, ours)
+
+    def _spawn(self, start: StartLiveUpdate, theirs: socket.socket) -> int:
+        argv = new_argv(start)
+        env = dict(os.environ)
+        env[CHANNEL_ENV] = str(theirs.fileno())
+        theirs.set_inheritable(True)
+        if self._anchor_write is None and self.server.foreground:
+            self._anchor_read, self._anchor_write = os.pipe()
+        if self._anchor_write is not None:
+            env[ANCHOR_ENV] = str(self._anchor_write)
+            os.set_inheritable(self._anchor_write, True)
+        log.info("live update: starting %s", " ".join(argv))
+        try:
+            return os.posix_spawn(start.binary, argv, env)
+        except OSError as exc:
+            raise UpdateFailed(CANNOT_START, f"cannot start {start.binary}: {exc}") from exc
+        finally:
+            if self._anchor_write is not None:
+                os.set_inheritable(self._anchor_write, False)
+
+    def _hand_over(self, start: StartLiveUpdate, ours: socket.socket) -> None:
+        """Synchronous from first to last line: no other task runs, so every
+        connection is between two batches. Exits the process on success."""
+        server = self.server
+        engine = server.engine
+        durable = server.durable
+        server.flush()
+        fds = [server.listener_fd]
+        shells: dict[int, Plain] = {}
+        for conn_id, conn in server.connections.items():
+            sock = getattr(conn.stream, "socket", None)
+            if not isinstance(sock, trio.socket.SocketType):
+                raise UpdateFailed(f"Connection {conn_id} cannot be handed over.",
+                                   f"connection {conn_id} is not a socket")
+            shells[conn_id] = {"fd": len(fds), "input": conn.unhandled_input(),
+                               "unsent": bytes(conn.unsent)}
+            fds.append(sock.fileno())
+        released: list[tuple[int, int, RingState]] = []
+        if server.rings is not None:
+            released = server.rings.release()
+        rings: dict[int, RingState] = {}
+        for domid, conn_id, state in released:
+            rings[domid] = shells[conn_id] = state
+        shell: Plain = {"listener": 0, "journal": None}
+        if durable is not None:
+            shell["journal"] = [durable.journal.seq, durable.journal.size]
+        queued = {start.conn_id: [engine.live_update_reply(start, "OK")]}
+        saved = handover.handover_out(engine, trio.current_time(), shells, rings, queued, shell,
+                                      nodes=durable is None)
+        server.release_pid_file()
+        try:
+            ours.settimeout(TAKEOVER_TIMEOUT)
+            send_message(ours, saved)
+            send_fds(ours, fds)  # type: ignore[arg-type]
+            verdict = receive_message(ours)
+            if verdict.get("taken"):
+                send_message(ours, {"go": True})
+                self._exit()
+            problem = str(verdict.get("error"))
+        except (OSError, EOFError) as exc:
+            problem = f"no answer from the new instance ({exc})"
+        # Only once it is gone may its ports and pid file be ours again.
+        self._stop_child()
+        server.reacquire_pid_file()
+        if server.rings is not None:
+            server.rings.reattach(released, server.dom0_event)
+        raise UpdateFailed(f"New instance failed to take over: {problem}", problem)
+
+    def _exit(self) -> None:
+        pid = self._child
+        assert pid is not None
+        log.info("live update: pid %d took over; this instance exits", pid)
+        self.server.tracer.flush()
         for handler in logging.getLogger().handlers:
             handler.flush()
-        os.execv(start.binary, argv)
-    except OSError as exc:
-        for fd in inherited:
-            os.set_inheritable(fd, False)
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        log.error("live update failed: %s", exc)
-        engine.live_update_failed(start, "Error activating new binary.")
-    finally:
-        gc.enable()
+        if self._anchor_read is not None:
+            anchor.become(self._anchor_read, pid)  # does not return
+        os._exit(0)
 
-
-def _write(path: str, data: bytes) -> None:
-    """Whole or not at all: the new instance must never read half an image."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-
-
-@attrs.frozen
-class Adopted:
-    """What the new instance takes over, for ``serve``."""
-
-    listener_fd: int
-    #: The old instance's snapshot writer (pid, seq), if one was running.
-    compaction: tuple[int, int] | None
-    #: Socket connections: id -> (stream, unhandled input, unsent output).
-    sockets: dict[int, tuple[trio.SocketStream, bytes, bytes]]
-    #: Rings' states by domid, applied as each ring is re-attached.
-    rings: dict[int, RingState]
-
-
-def adopt(engine: Engine, state_dir: str) -> Adopted:
-    """Rebuild ``engine`` (newly made) from the image the old instance left,
-    and take over its descriptors; the image file is removed."""
-    path = os.path.join(state_dir, HANDOVER_FILE)
-    if not os.path.exists(path):  # C: "No state file found"
-        raise FileNotFoundError(errno.ENOENT, "live update (-U): no state to take over", path)
-    gc.disable()  # as for recovery (persist/durable.py)
-    try:
-        with open(path, "rb") as file:
-            saved: dict[str, Any] = cbor2.load(file)
-        os.unlink(path)
-        shells = handover.handover_in(engine, saved, trio.current_time())
-    finally:
-        gc.enable()
-    gc.freeze()
-    sockets: dict[int, tuple[trio.SocketStream, bytes, bytes]] = {}
-    rings: dict[int, RingState] = {}
-    for conn_id, shell in shells.items():
-        if "fd" in shell:
-            sock = trio.socket.from_stdlib_socket(socket.socket(fileno=shell["fd"]))
-            sockets[conn_id] = (trio.SocketStream(sock), shell["input"], shell["unsent"])
-        elif shell:
-            rings[engine.connections[conn_id].domid] = shell
-    compaction = saved["shell"]["compaction"]
-    return Adopted(
-        saved["shell"]["listener"],
-        None if compaction is None else (compaction[0], compaction[1]),
-        sockets,
-        rings,
-    )
+    def _stop_child(self) -> None:
+        """Make sure the new program is gone and reaped."""
+        pid, self._child = self._child, None
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        if self._anchor_read is not None:  # the next attempt makes a new pipe
+            os.close(self._anchor_read)
+            os.close(self._anchor_write)  # type: ignore[arg-type]
+            self._anchor_read = self._anchor_write = None

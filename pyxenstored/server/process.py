@@ -123,6 +123,13 @@ class PidFile:
         self._fd = fd
         return True
 
+    def close(self) -> None:
+        """Let go of the lock but leave the file (a live update's new
+        instance takes it over)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is None:

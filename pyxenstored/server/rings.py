@@ -456,6 +456,28 @@ class Rings:
             if conn is not None:
                 self._service(conn)
 
+    def release(self) -> list[tuple[int, int, RingState]]:
+        """Let go of every ring and port, so that a live update's new instance
+        can bind them (Xen lets one process at a time bind a guest's port,
+        and VIRQ_DOM_EXC once): (domid, connection id, state) of each ring,
+        for the new instance or for ``reattach``."""
+        released = [(conn.domid, conn.conn_id, conn.state([])) for conn in self.by_conn.values()]
+        self.close()
+        return released
+
+    def reattach(self, released: list[tuple[int, int, RingState]],
+                 dom0_event: int | None) -> None:
+        """Undo ``release``: the update failed and this instance serves on."""
+        engine = self.server.engine
+        self.virq_port = self.evtchn.bind_virq(VIRQ_DOM_EXC)
+        self.restored.update((domid, state) for domid, _, state in released)
+        for domid, conn_id, _ in released:
+            domain = engine.domains.get(domid)
+            if domid == engine.config.priv_domid:
+                self.attach_local(dom0_event)
+            elif domain is not None:
+                self._attach(AttachRing(domid, conn_id, domain.port))
+
     def close(self) -> None:
         for conn_id in list(self.by_conn):
             self._detach(conn_id)

@@ -16,7 +16,7 @@ from pyxenstored.engine import Engine
 from pyxenstored.persist.durable import DurableState
 from pyxenstored.persist.files import Durability, JournalCorrupt
 from pyxenstored.persist.image import ImageError
-from pyxenstored.server import handover
+from pyxenstored.server.channel import ANCHOR_ENV
 from pyxenstored.server.daemon import Server, serve
 from pyxenstored.server.options import DaemonOptions
 from pyxenstored.server.process import (
@@ -30,6 +30,7 @@ from pyxenstored.server.process import (
     report,
 )
 from pyxenstored.server.rings import open_xen
+from pyxenstored.server.takeover import Adopted, NoChannel, Takeover, open_channel
 from pyxenstored.server.trace import Tracer
 
 log = logging.getLogger("pyxenstored.server")
@@ -44,26 +45,43 @@ async def run_async(
     options: DaemonOptions,
     *,
     on_ready: Callable[[Server], None] | None = None,
+    pid_file: PidFile | None = None,
+    takeover: Takeover | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then close everything and return.
 
     Must run in the main thread (it installs signal handlers).
-    ``on_ready`` is called once the socket is listening.
+    ``on_ready`` is called once the socket is listening. ``takeover``: a
+    live update to take part in (``-U``); ``pid_file`` is then taken once
+    the old instance lets go of it.
     """
     tracer = Tracer(options.config.trace_file, options.config.trace_switches)
     xen = open_xen(options.event_port)
     engine = Engine(options.config, xen)
     engine.set_time(trio.current_time())  # restored watches' events are queued now
-    adopted: handover.Adopted | None = None
-    if options.live_update:
-        adopted = handover.adopt(engine, options.state_dir)
+    adopted: Adopted | None = None
+    durable: DurableState | None = None
+    if takeover is not None:
+        try:
+            takeover.preload(engine)
+            adopted = takeover.receive(engine, trio.current_time())
+
+            def finish() -> None:
+                nonlocal durable
+                if options.durability is not Durability.NONE:
+                    durable = DurableState.take_over(
+                        engine, options.state_dir, options.durability, adopted.rings)
+                if pid_file is not None and not pid_file.acquire():
+                    raise OSError(f"the pid file {pid_file.path} is held by another process")
+                announce_to_anchor()
+
+            takeover.commit(finish)
+        except BaseException as exc:
+            takeover.fail(exc)
+            if durable is not None:
+                durable.close()
+            raise
         log.info("live update: took over %d connections", len(engine.connections))
-        durable = None
-        if options.durability is not Durability.NONE:
-            durable = DurableState.take_over(
-                engine, options.state_dir, options.durability, adopted.rings,
-                adopted.compaction,
-            )
     else:
         durable = recover(engine, options)
     try:
@@ -82,6 +100,8 @@ async def run_async(
                         adopted=adopted,
                     )
                 )
+                server.pid_file = pid_file
+                server.foreground = options.no_fork
                 if on_ready is not None:
                     on_ready(server)
                 async for signum in signals:
@@ -99,6 +119,14 @@ async def run_async(
         if xen is not None:
             xen.close()
     log.info("shut down")
+
+
+def announce_to_anchor() -> None:
+    """Tell the ``--no-fork`` anchor (server/anchor.py), if there is one,
+    that this process is now the daemon."""
+    fd = os.environ.get(ANCHOR_ENV)
+    if fd is not None:
+        os.write(int(fd), f"{os.getpid()}\n".encode())
 
 
 def recover(engine: Engine, options: DaemonOptions) -> DurableState | None:
@@ -139,12 +167,22 @@ def run(options: DaemonOptions) -> int:
             os.mkdir(options.run_dir, 0o755)
         except OSError:
             pass
+    takeover: Takeover | None = None
+    if options.live_update:
+        try:
+            channel = open_channel()
+        except NoChannel as exc:
+            log.critical("%s", exc)
+            return 1
+        state_dir = None if options.durability is Durability.NONE else options.state_dir
+        takeover = Takeover(state_dir, channel)
     ready_fd: int | None = None
     if not options.no_fork and not options.live_update:  # C does not fork with -U
         ready_fd = daemonize()
     pid_file: PidFile | None = None
     if options.pid_file is not None:
         pid_file = PidFile(options.pid_file)
+    if pid_file is not None and takeover is None:
         try:
             acquired = pid_file.acquire()
         except OSError as exc:
@@ -163,7 +201,8 @@ def run(options: DaemonOptions) -> int:
         notify_systemd()
 
     try:
-        trio.run(functools.partial(run_async, options, on_ready=ready))
+        trio.run(functools.partial(run_async, options, on_ready=ready, pid_file=pid_file,
+                                   takeover=takeover))
     except BaseException as exc:
         if _find(exc, KeyboardInterrupt) is not None:  # before the receiver was installed
             log.info("interrupted")
