@@ -31,12 +31,13 @@ at some moment between the start of ``xenstore-control`` and its exit; the
 window (the pause plus the pinger's own turn-around). ``xenstore-control``
 is timed from ``exec`` to its exit (which is when the requester's ``OK``
 came from the new instance). For pyxenstored its log gives the time from
-its ``live update: exec`` line to the new instance's ``took over`` line
-(start-up, imports and restore; the rest of the pause is the old instance
-writing the image). The table gives the median of the repeats for each
+its ``handing over`` line (the new instance, started beside it, has loaded
+the store and is ready) to the new instance's ``took over`` line: the
+handover proper, inside the pause. The table gives the median of the repeats for each
 figure, and the pinger's median latency before the update as a baseline.
 After each update 200 random leaves are read back and must hold what was
-written, and the daemon must still be running (an exec keeps the pid).
+written, and the daemon must still be running (C's exec keeps the pid;
+pyxenstored's ``--no-fork`` process stays as the anchor of its successors).
 
 Example::
 
@@ -205,9 +206,9 @@ class Update:
     pings_in_window: int
     #: The pinger's median latency before the update started.
     baseline_s: float
-    #: pyxenstored's own log: from ``live update: exec`` to ``took over``
-    #: (millisecond stamps), i.e. the new program's start-up and adoption.
-    exec_to_adopted_s: float | None = None
+    #: pyxenstored's own log: from ``handing over`` to ``took over``
+    #: (millisecond stamps), i.e. the handover inside the pause.
+    handover_s: float | None = None
 
 
 def live_update(daemon: Daemon, probe: bytes, expected: bytes) -> Update:
@@ -273,7 +274,7 @@ def live_update(daemon: Daemon, probe: bytes, expected: bytes) -> Update:
         gap_s=max(gaps, default=0.0),
         pings_in_window=len(window),
         baseline_s=statistics.median(p.latency for p in pings[:before]),
-        exec_to_adopted_s=exec_to_adopted(daemon.log_text()),
+        handover_s=handover_time(daemon.log_text()),
     )
 
 
@@ -284,11 +285,11 @@ def _stamp(line: str) -> float | None:
         return None
 
 
-def exec_to_adopted(log: str) -> float | None:
-    """Seconds between pyxenstored's last ``live update: exec`` line and the
+def handover_time(log: str) -> float | None:
+    """Seconds between pyxenstored's last ``handing over`` line and the
     ``took over`` line after it (None for C, which logs neither)."""
     lines = log.splitlines()
-    execs = [i for i, line in enumerate(lines) if "live update: exec" in line]
+    execs = [i for i, line in enumerate(lines) if "handing over" in line]
     if not execs:
         return None
     after = [line for line in lines[execs[-1] :] if "took over" in line]
@@ -320,7 +321,7 @@ class Case:
             out["error"] = self.error
             return out
         out["populate_s"] = self.populate_s
-        for name in ("pause_s", "gap_s", "control_s", "baseline_s", "exec_to_adopted_s"):
+        for name in ("pause_s", "gap_s", "control_s", "baseline_s", "handover_s"):
             out[name] = self.median_or_none(name)
         out["updates"] = [vars(u) for u in self.updates]
         return out
@@ -443,7 +444,7 @@ def format_table(cases: list[Case], unavailable: dict[str, str], repeats: int) -
     ]
     header = (
         f"{'daemon':<13}{'nodes':>9}{'pause':>10}{'gap':>10}{'control':>10}"
-        f"{'baseline':>10}{'exec->took over':>17}   pauses of each update"
+        f"{'baseline':>10}{'handover':>17}   pauses of each update"
     )
     lines += [header, "-" * len(header)]
     for case in cases:
@@ -451,7 +452,7 @@ def format_table(cases: list[Case], unavailable: dict[str, str], repeats: int) -
             lines.append(f"{case.target:<13}{case.nodes:>9,}   failed: {case.error}")
             continue
         each = ", ".join(f"{u.pause_s * 1000:.0f}" for u in case.updates)
-        adopted = case.median_or_none("exec_to_adopted_s")
+        adopted = case.median_or_none("handover_s")
         shown = "-" if adopted is None else f"{adopted * 1000:.0f}ms"
         lines.append(
             f"{case.target:<13}{case.nodes:>9,}"
@@ -470,8 +471,8 @@ def format_table(cases: list[Case], unavailable: dict[str, str], repeats: int) -
     lines.append(
         "pause: longest wait for a reply by a ping outstanding during the update; gap: longest "
         "time between two replies; control: xenstore-control's run time; baseline: median "
-        "ping latency before the update; exec->took over: pyxenstored's log, from its exec "
-        "to the new instance's adoption of the state (start-up, imports, restore)"
+        "ping latency before the update; handover: pyxenstored's log, from the old instance "
+        "handing over to the new one (which had loaded the store beside it) taking over"
     )
     if ratios:
         lines.append("pyxenstored/C pause: " + ", ".join(ratios))

@@ -10,14 +10,15 @@ from drills.fakexen import XEN_HEADER
 
 LOG = """\
 2026-11-25 14:59:01,488 pyxenstored[28869] INFO domain 0: ring attached (port 3)
-2026-11-25 14:59:01,810 pyxenstored[28869] INFO live update: exec /x/new --no-fork -U
-2026-11-25 14:59:02,112 pyxenstored[28869] INFO live update: took over 3 connections
+2026-11-25 14:59:01,610 pyxenstored[2] INFO live update: new instance (pid 7) ready; handing over
+2026-11-25 14:59:01,612 pyxenstored[7] INFO live update: new instance (pid 9) ready; handing over
+2026-11-25 14:59:01,640 pyxenstored[9] INFO live update: took over 3 connections
 """
 
 
-def test_exec_to_adopted_reads_the_last_update() -> None:
-    assert liveupdate.exec_to_adopted(LOG) == pytest.approx(0.302)
-    assert liveupdate.exec_to_adopted("FATAL: something\n") is None
+def test_handover_time_reads_the_last_update() -> None:
+    assert liveupdate.handover_time(LOG) == pytest.approx(0.028)
+    assert liveupdate.handover_time("FATAL: something\n") is None
 
 
 def test_tiny_run_of_both_daemons(capsys: pytest.CaptureFixture[str]) -> None:
@@ -35,4 +36,4 @@ def test_tiny_run_of_both_daemons(capsys: pytest.CaptureFixture[str]) -> None:
         assert case["nodes"] == 300 and "error" not in case
         assert 0 < case["pause_s"] <= case["control_s"] + 0.1
         assert case["updates"][0]["pings_in_window"] >= 1
-    assert cases[0]["exec_to_adopted_s"] is not None
+    assert cases[0]["handover_s"] is not None
