@@ -43,7 +43,7 @@ log = logging.getLogger("pyxenstored.server")
 #: Seconds between looks at the journal while the old instance serves.
 FOLLOW_PERIOD = 0.005
 #: Seconds to wait for the old instance's last records to become readable.
-TAIL_TIMEOUT = 10.0
+TAIL_TIMEOUT = 2.0
 
 
 class NoChannel(Exception):

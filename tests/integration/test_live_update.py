@@ -1,7 +1,8 @@
 """Live update (issue 6) driven by Xen's own ``xenstore-control``: the daemon
-execs a new program that takes over every connection, watch, queued event,
-partial packet and open transaction, and the requester's ``OK`` comes from
-the new instance (the same pid, as with C's exec)."""
+starts a new program beside itself that takes over every connection, watch,
+queued event, partial packet and open transaction; the requester's ``OK``
+comes from the new instance, the process the supervisor started stays (as
+the anchor), and a new program that fails leaves the old one serving."""
 
 from __future__ import annotations
 
@@ -72,10 +73,51 @@ def test_xenstore_control_drives_it(daemon: Daemon) -> None:
         c.expect_ok(WRITE, b"/a/b\0hello")
         live_update(daemon)
         assert c.expect_ok(READ, b"/a/b\0") == b"hello"  # the same connection
-    assert daemon.alive()
-    assert f"pyxenstored[{daemon.pid}]" in daemon.log()  # exec keeps the pid
+    assert daemon.alive()  # the supervised pid: now the anchor
     log = daemon.log()
     assert log.count("listening on") == 2 and "took over 2 connections" in log
+    new_pid = int(log.split("new instance (pid ")[1].split(")")[0])
+    assert f"pyxenstored[{new_pid}] INFO live update: took over" in log
+
+
+def test_twice_and_the_pid_file_follows(tmp_path: Path) -> None:
+    """Each update's new instance takes the pid file; a second update is
+    adopted by the anchor too, and SIGTERM reaches the current instance."""
+    if not XENSTORE_CONTROL.exists():
+        pytest.skip(f"{XENSTORE_CONTROL} is not installed (xen-utils-4.17)")
+    pid_file = tmp_path / "xenstored.pid"
+    d = start_daemon(["--pid-file", str(pid_file)])
+    try:
+        assert int(pid_file.read_text()) == d.pid
+        with RawConnection(d.socket_path) as c:
+            c.expect_ok(WRITE, b"/k\0v")
+            pids = []
+            for _ in range(2):
+                live_update(d)
+                pids.append(int(pid_file.read_text()))
+                assert c.expect_ok(READ, b"/k\0") == b"v"
+        assert len(set(pids)) == 2 and d.pid not in pids
+        assert d.alive()
+    finally:
+        problem = finish_daemon(d)  # SIGTERM to the anchor: the daemon stops cleanly
+    assert problem is None, problem
+    assert not pid_file.exists()
+
+
+def test_durability_none_carries_the_tree(tmp_path: Path) -> None:
+    """No journal to read: the tree goes with the connections."""
+    if not XENSTORE_CONTROL.exists():
+        pytest.skip(f"{XENSTORE_CONTROL} is not installed (xen-utils-4.17)")
+    d = start_daemon(["--durability", "none"])
+    try:
+        with RawConnection(d.socket_path) as c:
+            for i in range(50):
+                c.expect_ok(WRITE, b"/n/%d\0v%d" % (i, i))
+            live_update(d)
+            assert c.expect_ok(READ, b"/n/49\0") == b"v49"
+    finally:
+        problem = finish_daemon(d)
+    assert problem is None, problem
 
 
 def test_open_transaction_commits_after_the_update(daemon: Daemon) -> None:
@@ -145,7 +187,35 @@ def test_a_binary_that_cannot_run_leaves_the_daemon_serving(daemon: Daemon) -> N
         assert c.expect_ok(READ, b"/kept\0") == b"yes"
         # The session is over: a new one may start.
         assert c.expect_ok(CONTROL, b"live-update\0-a\0") == b"No live-update session active.\0"
-    assert not os.path.exists(os.path.join(daemon.directory, "state", "live-update.cbor"))
+
+
+
+def test_a_new_instance_that_fails_to_take_over_changes_nothing(daemon: Daemon) -> None:
+    """Pointed at another state directory, the new instance cannot catch up
+    with the old one's journal: the old one takes its pid file back and
+    serves on, open transaction included, and the requester is told."""
+    other = os.path.join(daemon.directory, "other-state")
+    cmdline = f"--no-fork --socket {daemon.socket_path} --state-dir {other}"
+    with RawConnection(daemon.socket_path) as c:
+        tx = int(c.expect_ok(TX_START, b"\0").rstrip(b"\0"))
+        c.expect_ok(WRITE, b"/f/x\0in-tx", tx_id=tx)
+        result = control(daemon, "live-update", "-c", cmdline, new_binary(daemon))
+        assert result.returncode != 0
+        assert "New instance failed to take over" in result.stdout + result.stderr
+        assert c.expect_ok(TX_END, b"T\0", tx_id=tx) == b"OK\0"
+        assert c.expect_ok(READ, b"/f/x\0") == b"in-tx"
+    log = wait_for_log(daemon, "live update failed")
+    assert "took over" not in log
+
+
+def test_a_new_instance_that_dies_at_start_changes_nothing(daemon: Daemon) -> None:
+    with RawConnection(daemon.socket_path) as c:
+        c.expect_ok(WRITE, b"/kept\0yes")
+        result = control(daemon, "live-update", "-c", "--entry-nb notanumber",
+                         new_binary(daemon))
+        assert result.returncode != 0
+        assert "Error activating new binary." in result.stdout + result.stderr
+        assert c.expect_ok(READ, b"/kept\0") == b"yes"
 
 
 def test_started_with_u_but_nothing_to_take_over(tmp_path: Path) -> None:
