@@ -29,7 +29,8 @@ Differences from C:
   that name, though C itself only matches ``path-max``.
 * ``-m`` works as a short option (C lists it in its usage but not in its
   getopt string); ``--priv-domid`` and ``--event`` are long-only, as in C.
-* ``-U`` is accepted but restores nothing yet (live update is to come).
+* ``-U`` takes over from the running pyxenstored that started this program
+  (its live update, server/handover.py), rather than from C's state file.
 * Without ``-N`` the daemon detaches as C does, but the starting process
   only exits once the socket is listening (0), or the daemon failed (1).
 * Relative ``-T``/``-F`` paths are taken relative to the starting directory.
@@ -112,7 +113,7 @@ where options may include:
                           is running.  defaults to 0
       --priv-domid <domid> the privileged domain (defaults to the master domid)
       --event <port>      event channel port of the master domain
-  -U, --live-update       started by a live update (not functional yet)
+  -U, --live-update       take over from the pyxenstored that started us
       --socket <path>     the Unix socket (default: $XENSTORED_PATH, else
                           $XENSTORED_RUNDIR/socket, else {DEFAULT_RUN_DIR}/socket)
       --state-dir <dir>   directory for persistent state, created if missing

@@ -35,7 +35,7 @@ class DaemonOptions:
     no_fork: bool = False
     #: ``--event``: in a stub domain, the port of dom0's ring (reached by grant).
     event_port: int | None = None
-    #: ``-U``: started by a live update (accepted; restoring state is not implemented yet).
+    #: ``-U``: started by a running pyxenstored's live update, to take over from it.
     live_update: bool = False
     #: ``-V``: debug logging.
     verbose: bool = False
