@@ -11,6 +11,7 @@ else may run.
 
 from __future__ import annotations
 
+import array
 import socket
 import struct
 from typing import Any
@@ -24,6 +25,7 @@ CHANNEL_ENV = "PYXENSTORED_TAKEOVER_FD"
 ANCHOR_ENV = "PYXENSTORED_ANCHOR_FD"
 FDS_PER_MESSAGE = 250
 _LENGTH = struct.Struct("<I")
+_FD = array.array("i")
 
 
 class ChannelClosed(EOFError):
@@ -64,7 +66,15 @@ def receive_fds(sock: socket.socket, count: int) -> list[int]:
     try:
         while len(received) < count:
             want = min(FDS_PER_MESSAGE, count - len(received))
-            data, fds, flags, _ = socket.recv_fds(sock, 1, want, socket.MSG_CMSG_CLOEXEC)
+            # Not socket.recv_fds: before Python 3.12 it drops its flags, and
+            # descriptors that are not close-on-exec would pile up in every
+            # later instance.
+            data, ancillary, flags, _ = sock.recvmsg(
+                1, socket.CMSG_LEN(want * _FD.itemsize), socket.MSG_CMSG_CLOEXEC)
+            fds = array.array("i")
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
             received.extend(fds)
             if not data:
                 raise ChannelClosed("the other instance closed the live-update channel")

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
+import subprocess
 import sys
 from typing import TYPE_CHECKING
 
@@ -95,7 +95,7 @@ class LiveUpdater:
         self._start: StartLiveUpdate | None = None
         self._wanted = trio.Event()
         #: The new program, until it took over or was stopped.
-        self._child: int | None = None
+        self._child: subprocess.Popen[bytes] | None = None
         #: The anchor's pipe: its write end is passed from instance to
         #: instance; the read end, while this process is to become the anchor.
         self._anchor_write: int | None = None
@@ -151,27 +151,27 @@ class LiveUpdater:
                     CANNOT_START, f"the new program never got ready ({exc})") from exc
             if "error" in ready:
                 raise UpdateFailed(CANNOT_START, f"the new program failed: {ready['error']}")
-            log.info("live update: new instance (pid %d) ready; handing over", self._child)
+            log.info("live update: new instance (pid %d) ready; handing over", self._child.pid)
             self._hand_over(start, ours)
 
-    def _spawn(self, start: StartLiveUpdate, theirs: socket.socket) -> int:
+    def _spawn(self, start: StartLiveUpdate, theirs: socket.socket) -> subprocess.Popen[bytes]:
+        """The new program, with the channel (and the anchor's pipe) and no
+        other descriptor of ours: it must hold nothing it was not given."""
         argv = new_argv(start)
         env = dict(os.environ)
         env[CHANNEL_ENV] = str(theirs.fileno())
-        theirs.set_inheritable(True)
+        keep = [theirs.fileno()]
         if self._anchor_write is None and self.server.foreground:
             self._anchor_read, self._anchor_write = os.pipe()
         if self._anchor_write is not None:
             env[ANCHOR_ENV] = str(self._anchor_write)
-            os.set_inheritable(self._anchor_write, True)
+            keep.append(self._anchor_write)
         log.info("live update: starting %s", " ".join(argv))
         try:
-            return os.posix_spawn(start.binary, argv, env)
+            return subprocess.Popen(argv, executable=start.binary, env=env, pass_fds=keep,
+                                    stdin=subprocess.DEVNULL)
         except OSError as exc:
             raise UpdateFailed(CANNOT_START, f"cannot start {start.binary}: {exc}") from exc
-        finally:
-            if self._anchor_write is not None:
-                os.set_inheritable(self._anchor_write, False)
 
     def _hand_over(self, start: StartLiveUpdate, ours: socket.socket) -> None:
         """Synchronous from first to last line: no other task runs, so every
@@ -222,8 +222,8 @@ class LiveUpdater:
         raise UpdateFailed(f"New instance failed to take over: {problem}", problem)
 
     def _exit(self) -> None:
-        pid = self._child
-        assert pid is not None
+        assert self._child is not None
+        pid = self._child.pid
         log.info("live update: pid %d took over; this instance exits", pid)
         self.server.tracer.flush()
         for handler in logging.getLogger().handlers:
@@ -234,13 +234,10 @@ class LiveUpdater:
 
     def _stop_child(self) -> None:
         """Make sure the new program is gone and reaped."""
-        pid, self._child = self._child, None
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
+        child, self._child = self._child, None
+        if child is not None:
+            child.kill()
+            child.wait()
         if self._anchor_read is not None:  # the next attempt makes a new pipe
             os.close(self._anchor_read)
             os.close(self._anchor_write)  # type: ignore[arg-type]
