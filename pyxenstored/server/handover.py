@@ -53,6 +53,8 @@ log = logging.getLogger("pyxenstored.server")
 READY_TIMEOUT = 120.0
 #: Seconds it may take, once it has the connections, to say it took over.
 TAKEOVER_TIMEOUT = 30.0
+#: How much lower the new program's scheduling priority is while it loads.
+LOADING_NICENESS = 10
 #: C's answer when the new binary cannot be started.
 CANNOT_START = "Error activating new binary."
 
@@ -168,10 +170,19 @@ class LiveUpdater:
             keep.append(self._anchor_write)
         log.info("live update: starting %s", " ".join(argv))
         try:
-            return subprocess.Popen(argv, executable=start.binary, env=env, pass_fds=keep,
-                                    stdin=subprocess.DEVNULL)
+            child = subprocess.Popen(argv, executable=start.binary, env=env, pass_fds=keep,
+                                     stdin=subprocess.DEVNULL)
         except OSError as exc:
             raise UpdateFailed(CANNOT_START, f"cannot start {start.binary}: {exc}") from exc
+        if os.geteuid() == 0:  # it can raise its priority back (CAP_SYS_NICE)
+            # Its start-up and loading must not take CPU from the serving
+            # instance; it takes our priority with the connections.
+            ours = os.getpriority(os.PRIO_PROCESS, 0)
+            try:
+                os.setpriority(os.PRIO_PROCESS, child.pid, min(19, ours + LOADING_NICENESS))
+            except OSError:
+                pass
+        return child
 
     def _hand_over(self, start: StartLiveUpdate, ours: socket.socket) -> None:
         """Synchronous from first to last line: no other task runs, so every
@@ -196,7 +207,8 @@ class LiveUpdater:
         rings: dict[int, RingState] = {}
         for domid, conn_id, state in released:
             rings[domid] = shells[conn_id] = state
-        shell: Plain = {"listener": 0, "journal": None}
+        shell: Plain = {"listener": 0, "journal": None,
+                        "priority": os.getpriority(os.PRIO_PROCESS, 0)}
         if durable is not None:
             shell["journal"] = [durable.journal.seq, durable.journal.size]
         queued = {start.conn_id: [engine.live_update_reply(start, "OK")]}

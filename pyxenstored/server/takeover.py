@@ -115,6 +115,10 @@ class Takeover:
                 self._follow(engine)
         saved: dict[str, Any] = receive_message(channel)
         shell = saved["shell"]
+        try:  # the old instance lowered it while we loaded
+            os.setpriority(os.PRIO_PROCESS, 0, shell["priority"])
+        except OSError as exc:
+            log.warning("cannot take the old instance's priority back: %s", exc)
         sockets_count = sum("fd" in entry["shell"] for entry in saved["connections"])
         fds = receive_fds(channel, 1 + sockets_count)
         gc.disable()
