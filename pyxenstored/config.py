@@ -113,3 +113,12 @@ class Config:
     trace_file: str | None = None
     #: ``--trace-control``: the trace switches that are on.
     trace_switches: frozenset[str] = DEFAULT_TRACE_SWITCHES
+    #: Requests (with their replies) one transaction records so that a
+    #: conflicting commit can be replayed instead of answering EAGAIN
+    #: (oxenstored's replay, spec 4.3). The default is oxenstored's
+    #: ``quota-maxrequests`` (``Define.maxrequests`` in define.ml, 1024),
+    #: which bounds the same list; but there a request past it is refused
+    #: with EQUOTA, while here the transaction only stops recording and is
+    #: no longer replayable (C's EAGAIN on conflict): nothing C accepts is
+    #: refused. 0 (``--no-transaction-replay``): C's behaviour exactly.
+    replay_max_requests: int = 1024

@@ -82,6 +82,20 @@ _WRITE_OPS = frozenset({Op.WRITE, Op.MKDIR, Op.RM, Op.SET_PERMS})
 _CALLER_STATE_OPS = frozenset(
     {Op.WATCH, Op.UNWATCH, Op.TRANSACTION_START, Op.TRANSACTION_END, Op.RESET_WATCHES}
 )
+#: Requests a transaction records with their replies, to replay on conflict
+#: (the node operations; everything else ignores the transaction's view).
+_RECORDED_OPS = frozenset(
+    {
+        Op.READ,
+        Op.WRITE,
+        Op.MKDIR,
+        Op.RM,
+        Op.DIRECTORY,
+        Op.DIRECTORY_PART,
+        Op.GET_PERMS,
+        Op.SET_PERMS,
+    }
+)
 
 Handler = Callable[[Connection, TransactionView | None, requests.Request], bytes | None]
 
@@ -354,7 +368,27 @@ class Engine:
                 self.touched_domains.add(conn.domid)
         elif op in _PRIVILEGED_OPS:
             self._touch_named(op, request)
+        if tx is not None and tx.recording is not None and op in _RECORDED_OPS:
+            return self._recorded(conn, tx, handler, request, packet)
         return handler(conn, tx, request)
+
+    @staticmethod
+    def _recorded(
+        conn: Connection,
+        tx: TransactionView,
+        handler: Handler,
+        request: requests.Request,
+        packet: Packet,
+    ) -> bytes | None:
+        """Run a node request in ``tx`` and record it with its reply, for
+        ``_replayed``. The packet's own payload bytes are kept (no copy)."""
+        try:
+            reply = handler(conn, tx, request)
+        except XenstoreError as error:
+            tx.record(packet.type, packet.payload, error.name)
+            raise
+        tx.record(packet.type, packet.payload, _as_sent(reply))
+        return reply
 
     def _touch_named(self, op: int, request: requests.Request) -> None:
         """Mark for the journal what a privileged request may change."""
@@ -648,8 +682,13 @@ class Engine:
             raise XenstoreError("ENOSPC")
         tx_id = conn.next_tx_id()
         self.tree.next_generation()
+        replay = self.config.replay_max_requests
         conn.transactions[tx_id] = TransactionView(
-            self.tree, tx_id, self.limit(conn, "transaction-nodes")
+            self.tree,
+            tx_id,
+            self.limit(conn, "transaction-nodes"),
+            recording=[] if replay else None,
+            replay_limit=replay,
         )
         self.tree.accounting.of(conn.domid).transactions += 1
         self.write_rate.transactions += 1
@@ -671,13 +710,51 @@ class Engine:
         if tx.created_node and not conn.privileged:
             self._check_commit_quota(tx)
         if tx.conflicts():
-            raise XenstoreError("EAGAIN")
+            replayed = self._replayed(conn, tx)
+            if replayed is None:
+                raise XenstoreError("EAGAIN")
+            tx = replayed
+            if tx.created_node and not conn.privileged:
+                self._check_commit_quota(tx)
         tx.apply(lambda path, mode, perms: self.fire(path, mode, None, perms))
         # XSA-206: a commit costs one write while other transactions are
         # open (C: ``wrl_ntransactions > 1``, this one still counted).
         if self.write_rate.transactions and self._write_limited(conn):
             self._debit_writes(conn, 1)
         return OK_PAYLOAD
+
+    def _replayed(self, conn: Connection, tx: TransactionView) -> TransactionView | None:
+        """``tx`` run again on the current tree, or None (EAGAIN) if that gives
+        any reply other than the one the client got (oxenstored's replay,
+        spec 4.3).
+
+        Each recorded request goes through the same handler against a fresh
+        view. If every reply is the same bytes (or error name), the fresh view
+        is a transaction that ran entirely now and showed the client exactly
+        what it saw, so committing it instead is serializable; the client
+        cannot tell. Nothing outside the fresh view changes meanwhile: the
+        handlers are called directly (not ``_dispatch``: no journal marks),
+        and given a transaction they queue its events in it and debit no
+        write credit; accounting moves only when the caller applies it.
+
+        A fresh view that got *failed* (a quota refusal that the first run met
+        before writing, and this one after) is EAGAIN, not ENOMEM: the client
+        saw no failure, and C answers a conflict with EAGAIN; replay only ever
+        turns an EAGAIN into OK.
+        """
+        recording = tx.recording
+        if recording is None:
+            return None
+        fresh = tx.restarted()
+        handlers, parsers = self._handlers, requests.PARSERS
+        for op, payload, reply in recording:
+            try:
+                again: bytes | str = _as_sent(handlers[op](conn, fresh, parsers[op](payload)))
+            except XenstoreError as error:
+                again = error.name
+            if again != reply:
+                return None
+        return None if fresh.failed else fresh
 
     def _check_commit_quota(self, tx: TransactionView) -> None:
         """C ``acc_fix_domains``: every unprivileged domain whose node count the
@@ -1006,3 +1083,11 @@ def directory_part(node: Node, offset: int) -> bytes:
         if end == len(listing):
             return generation + listing[offset:end] + b"\0"
     return generation + listing[offset:end]
+
+
+def _as_sent(reply: bytes | None) -> bytes | str:
+    """A node request's reply as its client gets it: ``_reply`` answers E2BIG
+    for an oversized payload, so that is what a recording keeps (and holds
+    at most PAYLOAD_MAX bytes of reply)."""
+    assert reply is not None
+    return reply if len(reply) <= PAYLOAD_MAX else "E2BIG"

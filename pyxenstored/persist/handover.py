@@ -18,6 +18,7 @@ from pyxenstored.engine.connection import Connection
 from pyxenstored.persist import image
 from pyxenstored.persist.image import ImageError, Plain, node_in, node_out
 from pyxenstored.transactions import TransactionView
+from pyxenstored.transactions.transaction import Record
 from pyxenstored.watches import Watch
 
 SCHEMA = 1
@@ -35,7 +36,28 @@ def transaction_out(tx: TransactionView) -> Plain:
         "deltas": list(tx.node_deltas.items()),
         "created": tx.created_node,
         "failed": tx.failed,
+        "replay_limit": tx.replay_limit,
+        "recording": _recording_out(tx.recording),
     }
+
+
+#: A recorded reply's kind in the image: the payload sent, or an error name.
+_PAYLOAD, _ERROR = 0, 1
+
+
+def _recording_out(recording: list[Record] | None) -> list[list[Any]] | None:
+    """``[op, payload, kind, reply]`` per request, or None (not replayable)."""
+    if recording is None:
+        return None
+    return [[op, payload, _PAYLOAD, reply] if isinstance(reply, bytes)
+            else [op, payload, _ERROR, reply] for op, payload, reply in recording]
+
+
+def _recording_in(saved: list[list[Any]] | None) -> list[Record] | None:
+    """An image without one (from a version before replay) is not replayable."""
+    if saved is None:
+        return None
+    return [(op, payload, reply) for op, payload, _kind, reply in saved]
 
 
 def transaction_in(engine: Engine, saved: Plain) -> TransactionView:
@@ -48,6 +70,8 @@ def transaction_in(engine: Engine, saved: Plain) -> TransactionView:
     tx.node_deltas.update((domid, delta) for domid, delta in saved["deltas"])
     tx.created_node = saved["created"]
     tx.failed = saved["failed"]
+    tx.replay_limit = saved.get("replay_limit", 0)
+    tx.recording = _recording_in(saved.get("recording"))
     return tx
 
 

@@ -5,6 +5,11 @@ was missing); later accesses see the transaction's private copy. Nodes
 never touched are read live, so this is read-set validation, not snapshot
 isolation. At commit every recorded generation must still hold, else
 EAGAIN; then the private copies replace the committed nodes.
+
+Unlike C, a conflicting transaction may still commit: the view records the
+node requests it ran with their replies, and the engine replays them on a
+fresh view of the current tree (oxenstored's replay, spec 4.3); see
+``TransactionView.recording``.
 """
 
 from collections.abc import Callable
@@ -20,6 +25,10 @@ from pyxenstored.store.tree import Tree
 
 EXACT: Final = 0
 SUBTREE: Final = 1
+
+#: One recorded request: ``(op, payload, reply)``, the reply being the payload
+#: the client got (bytes) or the error name it got (str).
+Record = tuple[int, bytes, bytes | str]
 
 
 @attrs.define(eq=False)
@@ -45,6 +54,32 @@ class TransactionView:
     created_node: bool = False
     #: Set when a write failed part-way; the commit then answers ENOMEM (spec 4.1).
     failed: bool = False
+    #: The node requests run in the transaction, in order, with their replies,
+    #: so that a conflicting commit can replay them on the current tree (the
+    #: engine's ``_replayed``). Conflict detection alone cannot tell a harmful
+    #: change from a harmless one (a sibling added under a parent this
+    #: transaction also adds to); the replies can. None: not replayable
+    #: (replay off, past ``replay_limit``, restored from a migration stream).
+    recording: list[Record] | None = None
+    #: How many requests ``recording`` may hold (``Config.replay_max_requests``).
+    replay_limit: int = 0
+
+    def record(self, op: int, payload: bytes, reply: bytes | str) -> None:
+        """Note one request and its reply. Past the cap the transaction just
+        stops being replayable (C's EAGAIN on conflict); nothing is refused."""
+        recording = self.recording
+        if recording is not None:
+            if len(recording) < self.replay_limit:
+                recording.append((op, payload, reply))
+            else:
+                self.recording = None
+
+    def restarted(self) -> "TransactionView":
+        """The same transaction begun afresh on the current tree, to replay into.
+
+        It records nothing: it is committed at once or dropped.
+        """
+        return TransactionView(self.tree, self.tx_id, self.node_limit)
 
     def get(self, path: str) -> Node | None:
         """The private copy, made at first access so later reads are repeatable."""

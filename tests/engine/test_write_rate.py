@@ -341,10 +341,11 @@ def test_writes_inside_a_transaction_cost_only_the_commit(h: Harness) -> None:
     h.write_ok(guest, "alone", b"x", tx=tx)
     assert h.end(guest, tx) == "OK"  # the only transaction: free
     tx = h.start(guest)
+    assert h.read(guest, "t0", tx=tx) == b"x"
     h.write_ok(guest, "t0", b"y", tx=tx)
     other = h.start(h.dom0)
-    h.write_ok(h.dom0, "/local/domain/5/t0", b"z")  # conflict
-    assert h.end(guest, tx) == "EAGAIN"  # a failed commit costs nothing
+    h.write_ok(h.dom0, "/local/domain/5/t0", b"z")  # conflict, the read differs now
+    assert h.end(guest, tx) == "EAGAIN"  # a failed commit (and replay) costs nothing
     assert h.end(h.dom0, other) == "OK"
     assert _credit(h) == 9000
 

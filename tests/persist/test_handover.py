@@ -104,3 +104,44 @@ def test_any_state_crosses(ops: list[tuple[str, str]]) -> None:
         elif op == "watch":
             h.request(guest, Op.WATCH, path, "tok")
     assert whole_state(handed_over(h).engine) == whole_state(h.engine)
+
+
+def test_a_transaction_stays_replayable_across_a_live_update(h: Harness) -> None:
+    """The recording crosses with the transaction: after the update a
+    conflicting commit is still replayed (spec 4.3), and one whose replies
+    would differ still answers EAGAIN."""
+    guest, tx = scene(h)
+    h.write_ok(h.dom0, "/local/domain/5/a", b"mine", tx=tx)
+    assert h.err(h.dom0, Op.READ, "/local/domain/5/none", tx=tx) == "ENOENT"
+    stale = h.start(h.dom0)
+    assert h.read(h.dom0, "/local/domain/5", tx=stale) == b""
+    h.write_ok(h.dom0, "/local/domain/5/b", b"other")  # conflicts with both
+    h.write_ok(h.dom0, "/local/domain/5", b"changed")
+    fresh = handed_over(h)
+    moved = fresh.engine.connections[h.dom0].transactions[tx]
+    assert moved.recording == h.engine.connections[h.dom0].transactions[tx].recording
+    assert moved.replay_limit == Config().replay_max_requests
+    assert moved.conflicts()
+    assert fresh.end(h.dom0, tx) == "OK"
+    assert fresh.directory(h.dom0, "/local/domain/5") == ["b", "a"]
+    assert fresh.read(h.dom0, "/local/domain/5/a") == b"mine"
+    assert fresh.end(h.dom0, stale) == "EAGAIN"
+    assert fresh.consistent() == []
+
+
+def test_an_image_without_a_recording_is_not_replayable(h: Harness) -> None:
+    """An image from a version before replay: its transactions answer a
+    conflict with EAGAIN, as before."""
+    _, tx = scene(h)
+    h.write_ok(h.dom0, "/local/domain/5/a", b"mine", tx=tx)
+    h.write_ok(h.dom0, "/local/domain/5/b", b"other")
+    saved = handover.handover_out(h.engine, 0.0, {}, {}, {}, {})
+    for conn in saved["connections"]:
+        for entry in conn["transactions"]:
+            del entry["recording"], entry["replay_limit"]
+    fresh = Harness()
+    fresh.engine = Engine(Config())
+    handover.handover_in(fresh.engine, cbor2.loads(cbor2.dumps(saved)), 0.0)
+    fresh.dom0 = h.dom0
+    assert fresh.engine.connections[h.dom0].transactions[tx].recording is None
+    assert fresh.end(h.dom0, tx) == "EAGAIN"
