@@ -1,17 +1,23 @@
-"""``python -m bench``: run the workloads against each target, print a table.
+"""``python -m bench``: pyxenstored, C xenstored and oxenstored, compared in one run.
 
 Example::
 
-    .venv/bin/python -m bench                       # pyxenstored only
-    .venv/bin/python -m bench --targets pyxenstored,c,ocaml --seconds 3
-    .venv/bin/python -m bench --json > bench.json
+    .venv/bin/python -m bench                       # all three, 3 repeats (about 12 min)
+    .venv/bin/python -m bench --only pipe-write,pipe-read,storm --repeats 5
+    .venv/bin/python -m bench --targets pyxenstored,c --json-out bench.json
+    .venv/bin/python -m bench --quick --targets pyxenstored      # seconds, for the tests
     .venv/bin/python -m bench --idle-guests 100 --idle-seconds 10   # bench/rings.py
     .venv/bin/python -m bench persist --help                        # bench/persist.py
     .venv/bin/python -m bench live-update --help                    # bench/liveupdate.py
 
-Each target gets its own fresh daemon. Targets that cannot start here
-(the C and OCaml daemons need a hypervisor) are listed as unavailable.
-With several targets the table adds each one's ratio to the first.
+All the daemons are started once, each on its own stand-in hypervisor and
+socket (``bench/targets.py``), and kept running for the whole run. Every
+workload (``bench/suite.py``; ``--only`` picks some) runs against each of
+them in turn, repeat after repeat (for each repeat, for each workload, for
+each daemon), and the table gives each figure's median over the repeats
+with its ratio to the C daemon's (``x C``), then the issue's targets for
+pyxenstored evaluated on those ratios. docs/benchmarks.md describes every
+workload. Progress goes to stderr, one line per measurement.
 
 ``--idle-guests N`` runs ``bench/rings.py`` instead: each daemon on the
 stand-in hypervisor with N idle simulated guests on rings, measuring the
@@ -29,31 +35,63 @@ stores of 1,000 to 120,000 nodes (``python -m bench live-update --help``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
 import sys
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
+from bench import suite
 from bench.rings import DEFAULT_MAX_PERCENT, as_json, format_idle_table, idle_guests
-from bench.targets import TARGETS, TargetUnavailable, launch
-from bench.workloads import READ, WRITE, Result, pipelined, sequential, setup_keys, watch_fanout
+from bench.targets import TARGETS, launch_all
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part.strip())
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    default = suite.Params()
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--targets",
         default=None,
-        help=f"comma-separated, from: {', '.join(TARGETS)} (default: pyxenstored; "
+        help=f"comma-separated, from: {', '.join(TARGETS)} (default: all; "
         "pyxenstored,c with --idle-guests)",
     )
-    parser.add_argument("--seconds", type=float, default=2.0, help="per workload (default 2)")
-    parser.add_argument("--depth", type=int, default=64, help="pipeline depth (default 64)")
-    parser.add_argument("--watchers", type=int, default=16, help="fan-out watchers (default 16)")
-    parser.add_argument("--value-size", type=int, default=64, help="bytes per value (default 64)")
-    parser.add_argument("--keys", type=int, default=256, help="distinct nodes (default 256)")
+    parser.add_argument(
+        "--only",
+        default=None,
+        metavar="WORKLOAD,...",
+        help=f"run only these workloads, from: {', '.join(suite.WORKLOADS)}",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="repeats; medians (default 3)")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="tiny parameters and 1 repeat (a smoke run, for the tests)",
+    )
+    parser.add_argument("--seconds", type=float, default=None,
+                        help=f"per timed workload (default {default.seconds:g})")
+    parser.add_argument("--depth", type=int, default=None,
+                        help=f"pipeline depth (default {default.depth})")
+    parser.add_argument("--watchers", default=None, metavar="N,...",
+                        help="fan-out watcher counts (default 10,100)")
+    parser.add_argument("--storm", default=None, metavar="N,...",
+                        help="boot storm sizes in VMs (default 50,300)")
+    parser.add_argument("--nodes", type=int, default=None,
+                        help=f"nodes of the big store (default {default.nodes:,})")
+    parser.add_argument("--idle-connections", type=int, default=None, metavar="N",
+                        help=f"idle connections (default {default.idle:,})")
+    parser.add_argument("--xstest-iterations", type=int, default=None, metavar="N",
+                        help=f"test-xenstore -i N (default {default.xstest_iterations:,})")
+    parser.add_argument("--value-size", type=int, default=None, help="bytes per value (64)")
+    parser.add_argument("--keys", type=int, default=None, help="distinct nodes (256)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--json-out", metavar="FILE", help="also write the JSON to FILE")
     idle = parser.add_argument_group("idle guests on rings (bench/rings.py)")
     idle.add_argument(
         "--idle-guests",
@@ -72,68 +110,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.targets is None:
-        args.targets = "pyxenstored,c" if args.idle_guests > 0 else "pyxenstored"
+        args.targets = "pyxenstored,c" if args.idle_guests > 0 else ",".join(TARGETS)
     names = [name.strip() for name in args.targets.split(",") if name.strip()]
     unknown = [name for name in names if name not in TARGETS]
     if unknown or not names:
         parser.error(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}")
     args.target_names = names
+    if args.only is None:
+        args.workloads = list(suite.WORKLOADS.values())
+    else:
+        picked = [name.strip() for name in args.only.split(",") if name.strip()]
+        bad = [name for name in picked if name not in suite.WORKLOADS]
+        if bad or not picked:
+            parser.error(f"unknown workload(s) {bad}; choose from {', '.join(suite.WORKLOADS)}")
+        args.workloads = [w for name, w in suite.WORKLOADS.items() if name in picked]
+    params = suite.QUICK if args.quick else default
+    changes: dict[str, Any] = {}
+    for arg, name in (("seconds", "seconds"), ("depth", "depth"), ("nodes", "nodes"),
+                      ("idle_connections", "idle"), ("xstest_iterations", "xstest_iterations"),
+                      ("value_size", "value_size"), ("keys", "keys")):
+        if getattr(args, arg) is not None:
+            changes[name] = getattr(args, arg)
+    if args.watchers is not None:
+        changes["watchers"] = _ints(args.watchers)
+    if args.storm is not None:
+        changes["storm_vms"] = _ints(args.storm)
+    args.params = dataclasses.replace(params, **changes)
+    if args.quick and "--repeats" not in (argv or sys.argv):
+        args.repeats = 1
     return args
-
-
-def run_target(socket_path: str, args: argparse.Namespace) -> list[Result]:
-    value = b"v" * args.value_size
-    setup_keys(socket_path, value, args.keys)
-    return [
-        sequential(socket_path, READ, value, args.keys, args.seconds),
-        pipelined(socket_path, READ, value, args.keys, args.seconds, args.depth),
-        sequential(socket_path, WRITE, value, args.keys, args.seconds),
-        pipelined(socket_path, WRITE, value, args.keys, args.seconds, args.depth),
-        watch_fanout(socket_path, args.watchers, args.seconds),
-    ]
-
-
-def format_table(results: dict[str, list[Result]], unavailable: dict[str, str]) -> str:
-    names = list(results)
-    lines = []
-    if names:
-        rows = [f"{r.name} [{r.unit}]" for r in results[names[0]]]
-        width = max(len(row) for row in rows) + 2
-        header = "workload".ljust(width) + "".join(f"{name:>14}" for name in names)
-        if len(names) > 1:
-            header += "".join(f"{name + '/' + names[0]:>22}" for name in names[1:])
-        lines += [header, "-" * len(header)]
-        for index, row in enumerate(rows):
-            line = row.ljust(width)
-            rates = [results[name][index].rate for name in names]
-            line += "".join(f"{rate:>14,.0f}" for rate in rates)
-            for rate in rates[1:]:
-                line += f"{rate / rates[0]:>21.2f}x" if rates[0] else f"{'-':>22}"
-            lines.append(line)
-        lines.append("")
-        for name in names:
-            for result in results[name]:
-                if "p50_us" in result.details:
-                    d = result.details
-                    lines.append(
-                        f"{name}: {result.name} latency p50 {d['p50_us']:.0f} us, "
-                        f"p99 {d['p99_us']:.0f} us ({result.count} ops in {result.seconds:.2f} s)"
-                    )
-                elif "writes" in result.details:
-                    d = result.details
-                    lines.append(
-                        f"{name}: {result.name}: {int(d['writes'])} writes "
-                        f"({d['writes_per_s']:,.0f}/s) -> {result.count} events "
-                        f"in {result.seconds:.2f} s"
-                        + (f", {int(d['events_lost'])} lost" if d.get("events_lost") else "")
-                    )
-                else:
-                    lines.append(
-                        f"{name}: {result.name}: {result.count} ops in {result.seconds:.2f} s"
-                    )
-    for name, reason in unavailable.items():
-        lines.append(f"{name}: unavailable ({reason})")
-    return "\n".join(lines)
 
 
 def main_idle(args: argparse.Namespace) -> int:
@@ -151,6 +156,19 @@ def main_idle(args: argparse.Namespace) -> int:
     return 0
 
 
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def host() -> dict[str, object]:
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["persist"]:
@@ -164,51 +182,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.idle_guests > 0:
         return main_idle(args)
-    results: dict[str, list[Result]] = {}
-    unavailable: dict[str, str] = {}
-    for name in args.target_names:
-        target = TARGETS[name]
-        if not args.json:
-            print(f"# {name}: {target.description}", file=sys.stderr, flush=True)
-        try:
-            with launch(target) as running:
-                results[name] = run_target(running.socket_path, args)
-        except TargetUnavailable as exc:
-            unavailable[name] = str(exc)
+    p: suite.Params = args.params
+    started = time.monotonic()
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    domains = max(p.storm_vms) if any(w.name == "storm" for w in args.workloads) else 0
+    with launch_all(args.target_names, domains, say) as (running, unavailable):
+        if running:
+            collected = suite.run(running, args.workloads, p, args.repeats, say)
+        else:
+            collected = suite.Collected()
+    elapsed = time.monotonic() - started
+    rows = suite.summarise(collected, args.target_names)
+    checks = suite.evaluate(rows, p)
+    document = suite.as_json(rows, checks, args.target_names, collected, unavailable, p,
+                             args.repeats)
+    document.update(date=date, elapsed_s=round(elapsed, 1), host=host(),
+                    command=" ".join(["python -m bench", *argv]))
+    if args.json_out:
+        with open(args.json_out, "w") as out:
+            json.dump(document, out, indent=2)
+            out.write("\n")
     if args.json:
-        document = {
-            "host": {
-                "python": platform.python_version(),
-                "machine": platform.machine(),
-                "cpus": os.cpu_count(),
-            },
-            "parameters": {
-                "seconds": args.seconds,
-                "depth": args.depth,
-                "watchers": args.watchers,
-                "value_size": args.value_size,
-                "keys": args.keys,
-            },
-            "results": {
-                name: [
-                    {
-                        "workload": r.name,
-                        "unit": r.unit,
-                        "rate": r.rate,
-                        "count": r.count,
-                        "seconds": r.seconds,
-                        **r.details,
-                    }
-                    for r in target_results
-                ]
-                for name, target_results in results.items()
-            },
-            "unavailable": unavailable,
-        }
         print(json.dumps(document, indent=2))
     else:
-        print(format_table(results, unavailable))
-    return 0 if results else 1
+        print(suite.format_report(rows, checks, args.target_names, collected, unavailable,
+                                  args.repeats))
+        print(f"\n{date}, {elapsed:.0f} s: python -m bench {' '.join(argv)}".rstrip())
+    return 0 if rows and not collected.lost else 1
 
 
 if __name__ == "__main__":

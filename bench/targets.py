@@ -1,15 +1,25 @@
-"""Benchmark targets: how to start a xenstore daemon and where its socket is.
+"""Benchmark targets: the three daemons, each on its own stand-in and socket.
 
-A ``Target`` is data: a name, a function building the command line and
-environment for a given scratch directory, and where the socket will be.
-``launch`` starts one in a fresh temporary directory, waits until its
-socket accepts connections, and stops it (SIGTERM, then SIGKILL) on exit.
+A ``Target`` is data: a name, a description, how to build its command line
+in a scratch directory, and what it needs. ``launch`` starts one and waits
+until its socket accepts connections; ``launch_all`` starts several, all
+kept running for the whole run, and stops them (SIGTERM, then SIGKILL) at
+the end.
 
-Only pyxenstored runs everywhere. The C and OCaml daemons are declared
-here too, but they open the hypervisor at start-up, so on a host without
-Xen they exit at once and are reported as unavailable (with their own
-error message); once the project's stand-in hypervisor can host them,
-only their ``command`` needs changing.
+Every daemon runs on the project's stand-in hypervisor (``bench/standin.py``:
+``libfakexen.so`` preloaded, its own ``$FAKEXEN_DIR``), in its normal
+configuration and without tracing or access logs:
+
+* ``pyxenstored``: ``drills.daemon.pyxenstored_argv`` (its default
+  durability, ``write``: every change journaled before it is answered);
+* ``c``: Debian's ``xenstored --no-fork`` (no ``--trace-file``), socket in
+  ``$XENSTORED_RUNDIR``;
+* ``ocaml``: Debian's ``oxenstored --no-fork`` with a private config file
+  (as ``fakexen_support.start_oxenstored``) whose access log is off
+  (``access-log-nb-files = 0``: no logger is created at all).
+
+Without the stand-in (no gcc or libxen-dev headers) pyxenstored still runs,
+serving its socket alone; the C and OCaml daemons are then unavailable.
 """
 
 from __future__ import annotations
@@ -21,17 +31,21 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
-from drills.daemon import pyxenstored_argv
+from bench.standin import StandIn, Unavailable, open_standin
+from drills.daemon import pyxenstored_argv, terminate
 from pyxenstored.server.listener import socket_accepts
 
 #: Seconds a daemon has to start accepting connections.
-START_TIMEOUT = 20.0
+START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-
+REPO = Path(__file__).resolve().parents[1]
 XEN_BIN = "/usr/lib/xen-4.17/bin"
+C_XENSTORED = os.path.join(XEN_BIN, "xenstored")
+OXENSTORED = os.path.join(XEN_BIN, "oxenstored")
 
 
 class TargetUnavailable(Exception):
@@ -43,113 +57,222 @@ class Launch:
     """What a target needs to run in one scratch directory."""
 
     argv: list[str]
-    env: dict[str, str]
     socket_path: str
+    #: pyxenstored's journal directory (None for the others).
+    state_dir: str | None = None
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
     description: str
-    #: Build the command line for a scratch directory.
-    prepare: Callable[[str], Launch]
+    #: Build the command line for a run directory.
+    prepare: Callable[[Path], Launch]
     #: A quick local reason why it cannot run (missing binary), or None.
     missing: Callable[[], str | None] = lambda: None
+    #: Only on the stand-in (it opens the hypervisor at start-up).
+    needs_hypervisor: bool = True
 
 
-def _pyxenstored(directory: str) -> Launch:
-    sock = os.path.join(directory, "socket")
-    argv = pyxenstored_argv(sock, os.path.join(directory, "state"))
-    return Launch(argv, dict(os.environ), sock)
+def _pyxenstored(run: Path) -> Launch:
+    sock = run / "socket"
+    state = run / "state"
+    return Launch(pyxenstored_argv(sock, state), str(sock), str(state))
 
 
-def _c_xenstored(directory: str) -> Launch:
-    # C xenstored puts its socket in $XENSTORED_RUNDIR (XEN_RUN_STORED).
-    env = dict(os.environ, XENSTORED_RUNDIR=directory, XEN_RUN_STORED=directory)
-    argv = [os.path.join(XEN_BIN, "xenstored"), "--no-fork"]
-    return Launch(argv, env, os.path.join(directory, "socket"))
+def _c_xenstored(run: Path) -> Launch:
+    # The socket goes to $XENSTORED_RUNDIR; no --trace-file.
+    return Launch([C_XENSTORED, "--no-fork"], str(run / "socket"))
 
 
-def _oxenstored(directory: str) -> Launch:
-    env = dict(os.environ, XENSTORED_RUNDIR=directory, XEN_RUN_STORED=directory)
-    argv = [os.path.join(XEN_BIN, "oxenstored"), "--no-fork"]
-    return Launch(argv, env, os.path.join(directory, "socket"))
+def oxenstored_config(run: Path) -> str:
+    """oxenstored's private config: no persistence, no access log."""
+    return (
+        f"pid-file = {run}/xenstored.pid\n"
+        "persistent = false\n"
+        f"xenstored-log-file = {run}/xenstored.log\n"
+        # No access logger at all (Logging.init_access_log needs nb-files > 0).
+        "access-log-nb-files = 0\n"
+        "access-log-file = /dev/null\n"
+        "access-log-read-ops = false\n"
+        "access-log-transactions-ops = false\n"
+        "access-log-special-ops = false\n"
+        "xenstored-kva = /proc/xen/xsd_kva\n"
+        "xenstored-port = /proc/xen/xsd_port\n"
+    )
+
+
+def _oxenstored(run: Path) -> Launch:
+    conf = run / "oxenstored.conf"
+    conf.write_text(oxenstored_config(run))
+    # Its compiled-in /var/run/xenstored is redirected to $XENSTORED_RUNDIR
+    # by the stand-in.
+    return Launch([OXENSTORED, "--no-fork", "--config-file", str(conf)], str(run / "socket"))
 
 
 def _binary_missing(path: str) -> Callable[[], str | None]:
     def check() -> str | None:
-        return None if os.access(path, os.X_OK) else f"{path} not found"
+        if os.access(path, os.X_OK):
+            return None
+        return f"{path} not found (Debian's xen-utils-4.17: make debs)"
 
     return check
 
 
 TARGETS: dict[str, Target] = {
-    "pyxenstored": Target("pyxenstored", "this project (python -m pyxenstored)", _pyxenstored),
-    "c": Target(
-        "c",
-        "C xenstored (needs a hypervisor or the stand-in)",
-        _c_xenstored,
-        _binary_missing(os.path.join(XEN_BIN, "xenstored")),
+    "pyxenstored": Target(
+        "pyxenstored", "this project (python -m pyxenstored)", _pyxenstored,
+        needs_hypervisor=False,
     ),
-    "ocaml": Target(
-        "ocaml",
-        "oxenstored (needs a hypervisor or the stand-in)",
-        _oxenstored,
-        _binary_missing(os.path.join(XEN_BIN, "oxenstored")),
-    ),
+    "c": Target("c", "C xenstored 4.17 (Debian)", _c_xenstored, _binary_missing(C_XENSTORED)),
+    "ocaml": Target("ocaml", "oxenstored 4.17 (Debian)", _oxenstored, _binary_missing(OXENSTORED)),
 }
-
-
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @dataclass
 class Running:
-    target: Target
+    """A started daemon: where to reach it and which process it is."""
+
+    name: str
     socket_path: str
-    pid: int
+    process: subprocess.Popen[bytes]
+    run_dir: Path
+    log_path: Path
+    state_dir: str | None = None
+    on_standin: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss_kib(self) -> int:
+        """The daemon's resident memory (VmRSS), in KiB."""
+        return rss_kib(self.pid)
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip()
+        except FileNotFoundError:
+            return ""
+        return " | ".join(text.splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise TargetUnavailable(
+                f"{self.name} exited (status {self.process.returncode}): {self.log_tail()}"
+            )
+
+    def quiet(self, timeout: float = 60.0) -> None:
+        """Wait until pyxenstored writes no snapshot (a compaction child),
+        so that it does not run into the next target's measurement."""
+        if self.state_dir is None or not os.path.isdir(self.state_dir):
+            return
+        deadline = time.monotonic() + timeout
+        calm = 0
+        while calm < 3 and time.monotonic() < deadline:
+            busy = any(name.endswith(".tmp") for name in os.listdir(self.state_dir))
+            calm = 0 if busy else calm + 1
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        def kill() -> None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait()
+
+        terminate(self.process, STOP_TIMEOUT, kill)
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of ``pid`` (KiB), from ``/proc/<pid>/status``."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise TargetUnavailable(f"no VmRSS for process {pid}")
 
 
 @contextmanager
-def launch(target: Target) -> Iterator[Running]:
-    """Run ``target`` in a scratch directory for the duration of the block."""
+def launch(
+    target: Target, standin: StandIn | None = None, domains: int = 0,
+    scratch: Path | None = None,
+) -> Iterator[Running]:
+    """Run ``target`` (on ``standin`` if given, with domains 1..``domains``
+    listed as running) for the duration of the block."""
     reason = target.missing()
     if reason is not None:
         raise TargetUnavailable(reason)
-    directory = tempfile.mkdtemp(prefix=f"xsbench-{target.name}-", dir="/tmp")
-    log_path = os.path.join(directory, "daemon.log")
+    if standin is None and target.needs_hypervisor:
+        raise TargetUnavailable("needs the stand-in hypervisor, which cannot be built here")
+    own = scratch is None
+    # Short: Unix socket paths under it must stay below 108 bytes.
+    directory = Path(tempfile.mkdtemp(prefix=f"xsb-{target.name}-", dir="/tmp")) \
+        if scratch is None else scratch
+    run = directory / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    log_path = run / "daemon.log"
     try:
-        spec = target.prepare(directory)
+        spec = target.prepare(run)
+        if standin is not None:
+            try:
+                fx = standin.layout(directory / "fx", domains)
+            except Unavailable as exc:
+                raise TargetUnavailable(str(exc)) from exc
+            env = standin.env(fx, run)
+        else:
+            env = dict(os.environ, XENSTORED_RUNDIR=str(run), XENSTORED_PATH=spec.socket_path)
+            env.pop("LD_PRELOAD", None)
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                spec.argv,
-                env=spec.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                spec.argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
             )
+        running = Running(target.name, spec.socket_path, process, run, log_path,
+                          spec.state_dir, standin is not None)
         try:
             deadline = time.monotonic() + START_TIMEOUT
             while not (os.path.exists(spec.socket_path) and socket_accepts(spec.socket_path)):
                 if process.poll() is not None or time.monotonic() > deadline:
-                    with open(log_path, encoding="utf-8", errors="replace") as file:
-                        text = file.read().strip()
-                    last = text.splitlines()[-1] if text else "no output"
-                    raise TargetUnavailable(f"did not start (status {process.poll()}): {last}")
+                    raise TargetUnavailable(
+                        f"did not start (status {process.poll()}): "
+                        f"{running.log_tail(1) or 'no output'}"
+                    )
                 time.sleep(0.05)
-            yield Running(target, spec.socket_path, process.pid)
+            yield running
         finally:
-            _stop(process)
+            running.stop()
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        if own:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def launch_all(
+    names: list[str], domains: int = 0, say: Callable[[str], None] = lambda _: None,
+) -> Iterator[tuple[dict[str, Running], dict[str, str]]]:
+    """Start every named target, each on its own stand-in; yields the running
+    ones and, for the others, why they are unavailable."""
+    unavailable: dict[str, str] = {}
+    try:
+        standin: StandIn | None = open_standin()
+    except Unavailable as exc:
+        standin = None
+        say(f"stand-in hypervisor unavailable: {exc}")
+        unavailable_reason = str(exc)
+    running: dict[str, Running] = {}
+    with ExitStack() as stack:
+        for name in names:
+            target = TARGETS[name]
+            if standin is None and target.needs_hypervisor:
+                unavailable[name] = f"no stand-in hypervisor: {unavailable_reason}"
+                continue
+            try:
+                running[name] = stack.enter_context(launch(target, standin, domains))
+                say(f"{name}: {target.description}, pid {running[name].pid}, "
+                    f"socket {running[name].socket_path}")
+            except TargetUnavailable as exc:
+                unavailable[name] = str(exc)
+                say(f"{name}: unavailable ({exc})")
+        yield running, unavailable

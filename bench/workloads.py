@@ -13,10 +13,14 @@ import socket
 import statistics
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 HEADER = struct.Struct("=IIII")
 READ, WATCH, WRITE, MKDIR, ERROR, WATCH_EVENT = 2, 4, 11, 12, 16, 15
+DIRECTORY, TRANSACTION_START, TRANSACTION_END, RM = 1, 6, 7, 13
+#: Distinct nodes the fan-out writer cycles through (the store stays small).
+FANOUT_KEYS = 256
 
 
 class BenchError(Exception):
@@ -25,25 +29,39 @@ class BenchError(Exception):
 
 @dataclass
 class Result:
+    """One measured figure: by default a rate (``count`` in ``seconds``);
+    with ``value`` set, that value (a latency, a time, a size)."""
+
     name: str
     unit: str
     count: int
     seconds: float
     #: Extra figures (latency percentiles, parameters).
     details: dict[str, float] = field(default_factory=dict)
+    #: The row this is a measurement of, across targets and repeats.
+    key: str = ""
+    value: float | None = None
+    #: For times, latencies and sizes: smaller is better.
+    lower_is_better: bool = False
 
     @property
     def rate(self) -> float:
         return self.count / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def figure(self) -> float:
+        return self.value if self.value is not None else self.rate
+
 
 class Wire:
     """A blocking connection with a reply parser that tolerates any chunking."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, timeout: float = 60.0) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(30)
+        # Connect blocking: with a timeout set, a full listen backlog
+        # (oxenstored's is short) fails with EAGAIN instead of waiting.
         self.sock.connect(path)
+        self.sock.settimeout(timeout)
         self.buffer = bytearray()
 
     def close(self) -> None:
@@ -63,8 +81,8 @@ class Wire:
             out = parse(self.buffer)
         return out
 
-    def call(self, op: int, payload: bytes) -> bytes:
-        self.send(HEADER.pack(op, 0, 0, len(payload)) + payload)
+    def call(self, op: int, payload: bytes, tx: int = 0) -> bytes:
+        self.send(HEADER.pack(op, 0, tx, len(payload)) + payload)
         while True:
             for type_, _req, reply in self.messages():
                 if type_ == WATCH_EVENT:
@@ -214,7 +232,8 @@ def watch_fanout(path: str, watchers: int, seconds: float, depth: int = 1) -> Re
         writes_sent = 0
         start = time.perf_counter()
         deadline = start + seconds
-        writer.send(b"".join(_request(WRITE, i, b"/bench/fan/k%d\0v" % i) for i in range(depth)))
+        writer.send(b"".join(_request(WRITE, i, b"/bench/fan/k%d\0v" % (i % FANOUT_KEYS))
+                              for i in range(depth)))
         writes_sent = depth
         writer.sock.setblocking(False)
         selector.register(writer.sock, selectors.EVENT_READ, writer)
@@ -246,7 +265,9 @@ def watch_fanout(path: str, watchers: int, seconds: float, depth: int = 1) -> Re
                         writer.send(
                             b"".join(
                                 _request(
-                                    WRITE, writes_sent + i, b"/bench/fan/k%d\0v" % (writes_sent + i)
+                                    WRITE,
+                                    writes_sent + i,
+                                    b"/bench/fan/k%d\0v" % ((writes_sent + i) % FANOUT_KEYS),
                                 )
                                 for i in range(len(replies))
                             )
@@ -280,3 +301,79 @@ def watch_fanout(path: str, watchers: int, seconds: float, depth: int = 1) -> Re
             "events_lost": lost,
         },
     )
+
+
+def latency_rows(result: Result, key: str) -> list[Result]:
+    """A sequential result as table rows: the rate, then p50 and p99 (us)."""
+    result.key = key
+    rows = [result]
+    for name in ("p50", "p99"):
+        rows.append(
+            Result(
+                f"  latency {name}", "us", result.count, result.seconds,
+                key=f"{key}.{name}", value=result.details[f"{name}_us"], lower_is_better=True,
+            )
+        )
+    return rows
+
+
+def transactions(path: str, seconds: float, writes: int = 10) -> Result:
+    """One client, one transaction at a time: START, ``writes`` WRITEs in it,
+    END (commit); transactions per second."""
+    payloads = [b"/bench/tx/k%d\0value-%d" % (i, i) for i in range(writes)]
+    wire = Wire(path)
+    count = retries = 0
+    try:
+        start = time.perf_counter()
+        deadline = start + seconds
+        now = start
+        while now < deadline:
+            tx = int(wire.call(TRANSACTION_START, b"\0").rstrip(b"\0"))
+            for payload in payloads:
+                wire.call(WRITE, payload, tx)
+            try:
+                wire.call(TRANSACTION_END, b"T\0", tx)
+                count += 1
+            except BenchError as exc:
+                if "EAGAIN" not in str(exc):
+                    raise
+                retries += 1  # nobody else writes there: should not happen
+            now = time.perf_counter()
+    finally:
+        wire.close()
+    return Result(
+        f"transactions of {writes} writes", "tx/s", count, now - start,
+        {"writes": writes, "eagain": retries},
+    )
+
+
+def idle_connections(
+    path: str, count: int, seconds: float, keys: int, value: bytes, rss_kib: Callable[[], int]
+) -> list[Result]:
+    """``count`` idle connections open (each has made one request, so the
+    daemon has set it up): the daemon's RSS growth, and one more client's
+    sequential READ rate and latency meanwhile."""
+    before = rss_kib()
+    conns: list[Wire] = []
+    try:
+        for _ in range(count):
+            conns.append(Wire(path))
+        probe = _request(READ, 1, b"/bench/kv/0\0")
+        for wire in conns:
+            wire.send(probe)
+        for wire in conns:
+            for type_, _req, reply in wire.messages():
+                if type_ != READ:
+                    raise BenchError(f"idle connection's READ answered {type_}: {reply!r}")
+        grown = rss_kib() - before
+        busy = sequential(path, READ, value, keys, seconds)
+    finally:
+        for wire in conns:
+            wire.close()
+    rows = latency_rows(busy, f"idle-{count}.read")
+    rows[0].name = f"read sequential, {count:,} idle connections"
+    return [
+        Result(f"RSS growth with {count:,} idle connections", "KiB", count, 0.0,
+               key=f"idle-{count}.rss", value=float(grown), lower_is_better=True),
+        *rows,
+    ]
