@@ -350,7 +350,8 @@ def format_report(
     unavailable: dict[str, str], repeats: int, subject: str = "pyxenstored",
 ) -> str:
     shown = [t for t in names if any(t in r.values for r in rows)]
-    others = [t for t in shown if t != REFERENCE]
+    # Ratio columns only when there is a C figure to divide by.
+    others = [t for t in shown if t != REFERENCE] if REFERENCE in shown else []
     label = max([len(r.name) for r in rows] + [8]) + 2
     unit = max([len(r.unit) for r in rows] + [4]) + 2
     widths = {t: max(12, len(t) + 2) for t in shown}
