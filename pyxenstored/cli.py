@@ -124,6 +124,8 @@ where options may include:
                           sync it to disk
       --recover <how>     strict (default): refuse to start from a damaged
                           journal; truncate: keep its valid prefix
+      --no-transaction-replay  answer every conflicting commit EAGAIN, as C
+                          does, instead of replaying the transaction
   -V, --verbose           log debug messages
 """
 
@@ -280,6 +282,7 @@ def _build_parser() -> _Parser:
     add("--state-dir", dest="state_dir")
     add("--durability", dest="durability", choices=[d.value for d in Durability])
     add("--recover", dest="recover", choices=["strict", "truncate"], default="strict")
+    add("--no-transaction-replay", dest="no_transaction_replay", action="store_true")
     parser.set_defaults(ops=[])
     return parser
 
@@ -341,6 +344,8 @@ def parse_args(
         else:
             config.hard_quotas[kind] = value
     config.keep_orphans = ns.keep_orphans
+    if ns.no_transaction_replay:
+        config.replay_max_requests = 0
     config.trace_file = None if ns.trace_file is None else os.path.abspath(ns.trace_file)
     config.trace_switches = frozenset(switches)
 

@@ -121,8 +121,10 @@ def write(view: NodeView, caller: Caller, path: str, value: bytes, notify: Notif
     node = view.get(path)
     if node is not None:
         node = checked(view, caller, path, WRITE)
-        _check_size(caller, node.size() - len(node.value) + len(value))
-        _check_memory(caller, len(value) - len(node.value))
+        if caller.node_size_limit:
+            _check_size(caller, node.size() - len(node.value) + len(value))
+        if caller.memory_limit:
+            _check_memory(caller, len(value) - len(node.value))
         node = view.set_value(path, value)
     else:
         error = errno_from_parents(view, caller, path, "ENOENT", WRITE)
@@ -175,6 +177,11 @@ def rm(view: NodeView, caller: Caller, path: str, notify: Notify) -> None:
             return
         raise XenstoreError(error)
     if path == "/":
+        raise XenstoreError("EINVAL")
+    if view.get(parent_of(path)) is None:
+        # Only in a transaction that first found the parent missing and then
+        # the node, created since (no snapshot isolation, spec 4.2): C ``_rm``
+        # answers EINVAL before firing or deleting anything.
         raise XenstoreError("EINVAL")
     remove_subtree(view, path, notify)
 

@@ -66,10 +66,17 @@ class TransactionView:
 
     def record(self, op: int, payload: bytes, reply: bytes | str) -> None:
         """Note one request and its reply. Past the cap the transaction just
-        stops being replayable (C's EAGAIN on conflict); nothing is refused."""
+        stops being replayable (C's EAGAIN on conflict); nothing is refused.
+        A failed transaction commits as ENOMEM before any replay: its
+        recording is dropped too.
+
+        Memory: at most ``replay_limit`` requests, each a packet payload and
+        a reply of at most PAYLOAD_MAX bytes (a READ's reply is the node's
+        own value, shared).
+        """
         recording = self.recording
         if recording is not None:
-            if len(recording) < self.replay_limit:
+            if len(recording) < self.replay_limit and not self.failed:
                 recording.append((op, payload, reply))
             else:
                 self.recording = None

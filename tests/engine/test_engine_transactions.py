@@ -253,3 +253,16 @@ def test_transactions_of_a_disconnected_connection_vanish(h: Harness) -> None:
     h.engine.disconnect(conn)
     assert h.err(h.dom0, Op.READ, "/gone") == "ENOENT"
     assert h.consistent() == []
+
+
+def test_rm_of_a_node_whose_parent_the_transaction_saw_missing(h: Harness) -> None:
+    """No snapshot isolation (spec 4.2): the transaction found /a missing,
+    then sees /a/b created since. C ``_rm`` answers EINVAL, changing nothing
+    (found by the serializability property test; it used to crash)."""
+    tx = h.start(h.dom0)
+    assert h.err(h.dom0, Op.READ, "/a", tx=tx) == "ENOENT"
+    h.write_ok(h.engine.connect_socket(), "/a/b", b"v")
+    assert h.err(h.dom0, Op.RM, "/a/b", tx=tx) == "EINVAL"
+    assert h.read(h.dom0, "/a/b", tx=tx) == b"v"
+    assert h.end(h.dom0, tx) == "EAGAIN"  # its READ of /a differs now
+    assert h.read(h.dom0, "/a/b") == b"v"

@@ -104,7 +104,8 @@ class Driver:
     """One engine and one model fed identical requests."""
 
     def __init__(self) -> None:
-        self.engine = Engine(Config())
+        # The model is C's: a conflict is EAGAIN, never replayed (spec 4.3).
+        self.engine = Engine(Config(replay_max_requests=0))
         self.model = Model()
         self.req_id = 0
         self.conn: dict[str, int] = {}

@@ -215,3 +215,49 @@ def test_node_deltas_track_touched_owners(tree: Tree) -> None:
     tx.set_value("/a", b"x")
     assert tx.node_deltas == {5: 0}
     assert tx.created_node
+
+
+# ------------------------------------------------------------------ replay
+
+
+def test_not_replayable_by_default(tree: Tree) -> None:
+    """Views made outside the engine's TRANSACTION_START (a migration
+    stream's, a test's) record nothing: a conflict is EAGAIN, as C."""
+    tx = view(tree)
+    tx.record(2, b"/a\0", b"A")
+    assert tx.recording is None
+
+
+def test_recording_stops_at_its_cap(tree: Tree) -> None:
+    tx = TransactionView(tree, 1, recording=[], replay_limit=2)
+    tx.record(2, b"/a\0", b"A")
+    tx.record(2, b"/none\0", "ENOENT")
+    assert tx.recording == [(2, b"/a\0", b"A"), (2, b"/none\0", "ENOENT")]
+    tx.record(2, b"/a\0", b"A")  # one too many: no longer replayable, for good
+    assert tx.recording is None
+    tx.record(2, b"/a\0", b"A")
+    assert tx.recording is None
+
+
+def test_restarted_is_a_fresh_view_of_the_current_tree(tree: Tree) -> None:
+    tx = TransactionView(tree, 7, 50, recording=[], replay_limit=10)
+    tx.set_value("/a", b"mine")
+    tx.record(11, b"/a\0mine", b"OK\0")
+    tree.create("/a/c", b"", ROOT)  # changes /a: a conflict
+    tree.set_value("/a/b", b"again")
+    assert tx.conflicts()
+    fresh = tx.restarted()
+    assert (fresh.tx_id, fresh.node_limit, fresh.tree) == (7, 50, tree)
+    assert fresh.accessed == {} and fresh.nodes == {} and fresh.dirty == {}
+    assert fresh.recording is None  # it is committed at once, or dropped
+    assert fresh.get("/a/b").value == b"again"
+    assert fresh.conflicts() is False
+    assert tx.get("/a").value == b"mine"  # the old view is untouched
+
+
+def test_a_failed_transaction_stops_recording(tree: Tree) -> None:
+    """Its commit is ENOMEM before any replay: nothing to keep."""
+    tx = TransactionView(tree, 1, recording=[], replay_limit=10)
+    tx.failed = True
+    tx.record(11, b"/a\0x", "ENOSPC")
+    assert tx.recording is None
