@@ -28,7 +28,7 @@ import attrs
 from pyxenstored.effects import AttachRing
 from pyxenstored.engine import Engine
 from pyxenstored.engine.domains import Domain
-from pyxenstored.store.node import Node, footprint
+from pyxenstored.store.node import Node, children_of, footprint
 from pyxenstored.store.permissions import Perm, Perms, owner
 from pyxenstored.store.tree import CREATE, DELETE, REPLACE, SET_PERMS, SET_VALUE, Change, Tree
 from pyxenstored.watches import Watch
@@ -76,7 +76,7 @@ def node_in(entry: list[Any], perms_cache: PermsCache | None = None) -> Node:
     value, flat, generation, children = entry
     perms = perms_in(flat) if perms_cache is None else perms_cache[tuple(flat)]
     childlen = sum(map(len, children)) + len(children)
-    return Node(value, perms, generation, dict.fromkeys(children), childlen)
+    return Node(value, perms, generation, children_of(children), childlen)
 
 
 def change_out(change: Change) -> Sequence[Any]:

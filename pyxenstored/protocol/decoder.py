@@ -24,6 +24,11 @@ class Decoder:
         """Bytes of an incomplete packet not yet returned."""
         return bytes(self._buffer)
 
+    @property
+    def error(self) -> ProtocolError | None:
+        """The bad header after the packets returned, which the next ``feed`` raises."""
+        return self._error
+
     def feed(self, data: bytes) -> list[Packet]:
         """Add ``data`` and return every packet it completes, in order.
 

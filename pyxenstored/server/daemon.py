@@ -119,6 +119,17 @@ class Connection:
         #: Input: the partial packet, and packets read but not yet handled.
         self.decoder = Decoder()
         self.backlog: Sequence[Packet] = ()
+        #: While the reader hands a batch to the engine, output for this
+        #: connection is noted here and sent by the reader right after.
+        self._in_batch = False
+        self._output_pending = False
+        #: The writer waits for output with nothing unsent.
+        self._writer_idle = False
+        #: The last read took less than asked: the socket is empty.
+        self._drained = False
+        sock = getattr(stream, "socket", None)
+        #: The stream's socket, read and written directly (see ``_receive``).
+        self._socket = sock if isinstance(sock, trio.socket.SocketType) else None
 
     @property
     def bytes_in_flight(self) -> int:
@@ -129,7 +140,46 @@ class Connection:
         return b"".join(p.encode() for p in self.backlog) + self.decoder.pending
 
     def wake_writer(self) -> None:
-        self._has_output.set()
+        if self._in_batch:
+            self._output_pending = True
+        else:
+            self._has_output.set()
+
+    def _take_output(self) -> None:
+        """Move the engine's queued output for us to ``unsent`` (traced)."""
+        data = self.server.engine.take_output(self.conn_id)
+        if data:
+            tracer = self.server.tracer
+            if tracer.io:
+                tracer.output(self.conn_id, data, self._trace_decoder)
+                tracer.flush()
+            self.unsent += data
+
+    def _send_inline(self) -> bool:
+        """Send a batch's output from the reader, with no task switch.
+
+        A client that waits for each reply (most of them) would otherwise
+        pay two extra trips through trio's scheduler per request, waking the
+        writer and waiting for it. Only done while the writer is idle with
+        nothing unsent, so the order of output holds; what the socket does
+        not take at once is left to the writer. False if the peer is gone.
+        """
+        sock = self._socket
+        if sock is None or not self._writer_idle or self.unsent:
+            self._has_output.set()
+            return True
+        self._take_output()
+        unsent = self.unsent
+        fd = sock.fileno()
+        try:
+            while unsent:
+                del unsent[: os.write(fd, unsent)]
+        except BlockingIOError:
+            self._has_output.set()
+        except OSError as exc:
+            log.debug("conn %d: send failed, closing connection: %s", self.conn_id, exc)
+            return False
+        return True
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -192,11 +242,11 @@ class Connection:
             if not await self._handle(packets):
                 return
             # Packets ahead of a bad header are returned first (C handles
-            # them); the decoder reports the bad header on the next call.
-            try:
-                decoder.feed(b"")
-            except ProtocolError as exc:
-                log.warning("conn %d: protocol error, closing connection: %s", conn_id, exc)
+            # them); the decoder keeps the error for after them.
+            if decoder.error is not None:
+                log.warning(
+                    "conn %d: protocol error, closing connection: %s", conn_id, decoder.error
+                )
                 with trio.move_on_after(CLOSE_FLUSH_TIMEOUT):
                     await self._wait_until_idle()  # their replies, as C would send them
                 return
@@ -219,6 +269,7 @@ class Connection:
             end = start + room
             batch = packets if start == 0 and end >= count else packets[start:end]
             self.backlog = packets[end:]
+            self._in_batch = True
             try:
                 server.handle_batch(self, batch)
             except Exception:
@@ -227,6 +278,12 @@ class Connection:
                     conn_id,
                 )
                 return False
+            finally:
+                self._in_batch = False
+            if self._output_pending:
+                self._output_pending = False
+                if not self._send_inline():
+                    return False
             start = end
         return True
 
@@ -234,18 +291,27 @@ class Connection:
         """Up to ``size`` bytes, b"" at end of stream. Like ``_send``, the
         bytes reach the decoder with no checkpoint after the system call
         (trio's ``recv`` has one), so a live update never loses them."""
-        sock = getattr(self.stream, "socket", None)
-        if not isinstance(sock, trio.socket.SocketType):
+        sock = self._socket
+        if sock is None:
             return bytes(await self.stream.receive_some(size))
         fd = sock.fileno()
-        await trio.lowlevel.checkpoint()  # before the read: nothing is in flight
+        # Before the read, with nothing in flight: a checkpoint, or, when the
+        # last read emptied the socket (a client waiting for each reply),
+        # straight to waiting, which is one and saves a read that would fail.
+        if self._drained:
+            await trio.lowlevel.wait_readable(fd)
+        else:
+            await trio.lowlevel.checkpoint()
         while True:
             try:
-                return os.read(fd, size)
+                data = os.read(fd, size)
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(fd)
+                continue
             except OSError as exc:
                 raise trio.BrokenResourceError(exc) from exc
+            self._drained = len(data) < size
+            return data
 
     async def _send(self) -> None:
         """Send ``unsent``, keeping exact count of what went, so that a live
@@ -253,8 +319,8 @@ class Connection:
         taken right after the system call, with no checkpoint in between
         (trio's own ``send`` has one)."""
         unsent = self.unsent
-        sock = getattr(self.stream, "socket", None)
-        if not isinstance(sock, trio.socket.SocketType):
+        sock = self._socket
+        if sock is None:
             await self.stream.send_all(bytes(unsent))
             unsent.clear()
             return
@@ -271,10 +337,6 @@ class Connection:
             await trio.lowlevel.checkpoint()
 
     async def _writer(self, cancel_scope: trio.CancelScope) -> None:
-        server = self.server
-        engine = server.engine
-        tracer = server.tracer
-        conn_id = self.conn_id
         try:
             await self._send()  # what a live update handed over
             while True:
@@ -282,21 +344,20 @@ class Connection:
                     idle, self._idle = self._idle, None
                     if idle is not None:
                         idle.set()
-                    await self._has_output.wait()
+                    self._writer_idle = True
+                    try:
+                        await self._has_output.wait()
+                    finally:
+                        self._writer_idle = False
                 self._has_output = trio.Event()
-                data = engine.take_output(conn_id)
+                self._take_output()
                 taken, self._taken = self._taken, None
                 if taken is not None:
                     taken.set()
-                if not data:
-                    continue
-                if tracer.io:
-                    tracer.output(conn_id, data, self._trace_decoder)
-                    tracer.flush()
-                self.unsent += data
-                await self._send()
+                if self.unsent:  # new output, or what an inline send left
+                    await self._send()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.debug("conn %d: send failed, closing connection: %s", conn_id, exc)
+            log.debug("conn %d: send failed, closing connection: %s", self.conn_id, exc)
             cancel_scope.cancel()
 
 

@@ -1,5 +1,7 @@
 """One node of the tree: value, permissions, ordered children, generation."""
 
+import sys
+from collections.abc import Iterable
 from typing import Final
 
 import attrs
@@ -12,6 +14,12 @@ NODE_HEADER_SIZE: Final = 16
 PERM_SIZE: Final = 8
 #: The generation of a node that does not exist (C ``NO_GENERATION``).
 NO_GENERATION: Final = 2**64 - 1
+#: Children up to this many are kept in a tuple, beyond in a dict. Most
+#: nodes have none or a few: a tuple of three names takes 64 bytes, a dict
+#: of one 200, and the tuple's linear search is as fast at this size.
+SMALL_CHILDREN: Final = 8
+#: An insertion-ordered set of child names.
+Children = tuple[str, ...] | dict[str, None]
 
 
 @attrs.define(slots=True, eq=False)
@@ -25,11 +33,14 @@ class Node:
     value: bytes
     perms: Perms
     generation: int
-    children: dict[str, None] = attrs.field(factory=dict)
+    children: Children = ()
     childlen: int = 0
 
     def copy(self) -> "Node":
-        return Node(self.value, self.perms, self.generation, dict(self.children), self.childlen)
+        children = self.children
+        if type(children) is dict:
+            children = dict(children)
+        return Node(self.value, self.perms, self.generation, children, self.childlen)
 
     def size(self) -> int:
         """The node-size quota's measure (spec 6.1)."""
@@ -40,12 +51,35 @@ class Node:
         return "".join(name + "\0" for name in self.children).encode("latin-1")
 
     def add_child(self, name: str) -> None:
-        self.children[name] = None
+        children = self.children
+        if name in children:
+            return
+        # Names repeat across the tree (``state``, ``backend``, device
+        # numbers): one string each, not one per node.
+        name = sys.intern(name)
+        if type(children) is dict:
+            children[name] = None
+        elif len(children) < SMALL_CHILDREN:
+            self.children = (*children, name)
+        else:
+            self.children = dict.fromkeys((*children, name))
         self.childlen += len(name) + 1
 
     def remove_child(self, name: str) -> None:
-        if self.children.pop(name, 0) is None:
-            self.childlen -= len(name) + 1
+        children = self.children
+        if name not in children:
+            return
+        if type(children) is dict:
+            del children[name]
+        else:
+            self.children = tuple(child for child in children if child != name)
+        self.childlen -= len(name) + 1
+
+
+def children_of(names: Iterable[str]) -> Children:
+    """A loaded node's children, kept and interned as ``add_child`` keeps them."""
+    children = tuple(map(sys.intern, names))
+    return children if len(children) <= SMALL_CHILDREN else dict.fromkeys(children)
 
 
 def footprint(path: str, node: Node) -> int:

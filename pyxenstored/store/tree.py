@@ -90,10 +90,10 @@ class Tree:
         if self.changes is not None:
             self.changes.append((SET_VALUE, self.generation, path, value))
         node = self.nodes[path]
-        before = footprint(path, node)
+        # The footprint changes by the value's length alone (``footprint``).
+        self.accounting.charge(owner(node.perms), 0, len(value) - len(node.value))
         node.value = value
         node.generation = self.next_generation()
-        self._resize(path, node, before)
         return node
 
     def set_perms(self, path: str, perms: Perms) -> Node:

@@ -56,20 +56,26 @@ class WatchRegistry:
         if not watches:
             del self.by_path[watch.path]
 
-    def subtree(self, path: str) -> Iterator[Watch]:
-        """Watches on ``path`` or an ancestor whose depth reaches ``path``."""
+    def subtree(self, path: str) -> list[Watch]:
+        """Watches on ``path`` or an ancestor whose depth reaches ``path``.
+
+        A list, not a generator: every write asks, and most find nothing.
+        """
         by_path = self.by_path
+        if not by_path:
+            return []
         if path[0] == "@":
             # ``@`` nodes are nobody's descendants, not even ``/``'s (C ``is_child``).
-            yield from by_path.get(path, ())
-            return
-        event_depth = depth_of(path)
+            return list(by_path.get(path, ()))
+        matches: list[Watch] = []
+        event_depth = -1
         for ancestor in ancestors_and_self(path):
             watches = by_path.get(ancestor)
             if watches:
-                for watch in watches:
-                    if _within_depth(watch, event_depth):
-                        yield watch
+                if event_depth < 0:
+                    event_depth = depth_of(path)
+                matches.extend(watch for watch in watches if _within_depth(watch, event_depth))
+        return matches
 
     def exact(self, path: str) -> Iterator[Watch]:
         yield from self.by_path.get(path, ())
