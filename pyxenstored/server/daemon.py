@@ -7,13 +7,17 @@ One ``Server`` owns the engine and a table from connection id to
   hands them to the engine as one batch (``Server.handle_batch``), after
   which every connection whose outbox got data (replies, or watch events
   for other connections) has its writer woken;
-* the **writer** is the only task that writes to the stream. When woken it
-  takes *all* queued output of its connection from the engine
-  (``take_output``) and sends it with one ``send_all``, so a batch's
-  replies leave in one write.
+* the **writer** sends everything else. When woken it takes *all* queued
+  output of its connection from the engine (``take_output``) and sends it
+  with one write, so a batch's replies leave together.
 
-Backpressure: output stays in the engine's outbox until the writer takes
-it, and the writer takes it only after its previous ``send_all`` finished.
+The reader sends its own batch's output itself when the writer is idle with
+nothing unsent (``_send_inline``): a client waiting for each reply then
+costs one trip through trio's scheduler, not three. Whatever the socket
+does not take at once is left to the writer, so output keeps its order.
+
+Backpressure: output stays in the engine's outbox until it is taken, and
+it is taken only once the previous output was sent.
 The reader feeds the engine at most ``reply_bound`` requests beyond the
 replies still queued there; when ``engine.queued_replies(conn)`` reaches
 the bound it stops (no more packets handled, no more bytes received) until
