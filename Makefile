@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check pyxenstored tests bench fuzz drills
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) debs
 	$(VPY) -m bench
 
 # Issue 5: recovery time of a 120,000-node store, and pipelined write

@@ -2,7 +2,7 @@
 
 Example::
 
-    .venv/bin/python -m bench                       # all three, 3 repeats (about 12 min)
+    .venv/bin/python -m bench                       # all three, 3 repeats (about 8 min)
     .venv/bin/python -m bench --only pipe-write,pipe-read,storm --repeats 5
     .venv/bin/python -m bench --targets pyxenstored,c --json-out bench.json
     .venv/bin/python -m bench --quick --targets pyxenstored      # seconds, for the tests
@@ -67,9 +67,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--only",
         default=None,
         metavar="WORKLOAD,...",
-        help=f"run only these workloads, from: {', '.join(suite.WORKLOADS)}",
+        help=f"run only these workloads, from: {', '.join(suite.WORKLOADS)} "
+        "(default: all but rings)",
     )
-    parser.add_argument("--repeats", type=int, default=3, help="repeats; medians (default 3)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="repeats; medians (default 3, 1 with --quick)")
     parser.add_argument(
         "--quick", action="store_true",
         help="tiny parameters and 1 repeat (a smoke run, for the tests)",
@@ -117,7 +119,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}")
     args.target_names = names
     if args.only is None:
-        args.workloads = list(suite.WORKLOADS.values())
+        args.workloads = [w for w in suite.WORKLOADS.values() if w.default]
     else:
         picked = [name.strip() for name in args.only.split(",") if name.strip()]
         bad = [name for name in picked if name not in suite.WORKLOADS]
@@ -136,8 +138,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.storm is not None:
         changes["storm_vms"] = _ints(args.storm)
     args.params = dataclasses.replace(params, **changes)
-    if args.quick and "--repeats" not in (argv or sys.argv):
-        args.repeats = 1
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
     return args
 
 
@@ -185,8 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p: suite.Params = args.params
     started = time.monotonic()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    domains = max(p.storm_vms) if any(w.name == "storm" for w in args.workloads) else 0
-    with launch_all(args.target_names, domains, say) as (running, unavailable):
+    # Domains 1..N for the storm's VMs, and the guest on a ring after them.
+    with launch_all(args.target_names, p.ring_domid, say) as (running, unavailable):
         if running:
             collected = suite.run(running, args.workloads, p, args.repeats, say)
         else:

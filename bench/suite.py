@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench import bigstore, storm, xstest
+from bench import bigstore, ringload, storm, xstest
 from bench.targets import Running, TargetUnavailable
 from bench.workloads import (
     READ,
@@ -54,6 +54,11 @@ class Params:
     def value(self) -> bytes:
         return b"v" * self.value_size
 
+    @property
+    def ring_domid(self) -> int:
+        """The guest on a ring: the domain after the storm's last."""
+        return max(self.storm_vms, default=0) + 1
+
 
 #: ``--quick``: tiny figures, for the tests (a few seconds in all).
 QUICK = Params(seconds=0.2, keys=32, watchers=(3, 10), storm_vms=(3, 5), nodes=500, idle=20,
@@ -65,6 +70,8 @@ class Workload:
     name: str
     description: str
     run: Callable[[Running, Params], list[Result]]
+    #: Part of a run without ``--only``.
+    default: bool = True
 
 
 def _keyed(result: Result, key: str) -> Result:
@@ -135,6 +142,10 @@ WORKLOADS: dict[str, Workload] = {
         Workload("idle", "many idle connections", _idle),
         Workload("big", "a store of 120,000 nodes", _big),
         Workload("storm", "boot storm (bench/storm.py)", _storm),
+        # Only with --only: see bench/ringload.py (C's ring stalls now and then).
+        Workload("rings", "reads by a guest over its ring (bench/ringload.py)",
+                 lambda t, p: ringload.ring_reads(t, p.ring_domid, p.keys, p.value, p.seconds),
+                 default=False),
     )
 }
 
@@ -229,12 +240,19 @@ class Row:
     lower_is_better: bool
     values: dict[str, list[float]]
 
-    def median(self, target: str) -> float | None:
+    #: How the repeats make one figure: "median", or "max" for growth
+    #: figures that only the first repeat sees in full (memory freed by one
+    #: repeat is reused by the next).
+    aggregate: str = "median"
+
+    def summary(self, target: str) -> float | None:
         values = self.values.get(target)
-        return statistics.median(values) if values else None
+        if not values:
+            return None
+        return max(values) if self.aggregate == "max" else statistics.median(values)
 
     def ratio(self, target: str, reference: str = REFERENCE) -> float | None:
-        mine, theirs = self.median(target), self.median(reference)
+        mine, theirs = self.summary(target), self.summary(reference)
         if mine is None or theirs is None or theirs == 0:
             return None
         return mine / theirs
@@ -251,7 +269,8 @@ def summarise(collected: Collected, names: Sequence[str]) -> list[Row]:
             t: [r.figure for r in collected.results[t][key]]
             for t in names if key in collected.results.get(t, {})
         }
-        rows.append(Row(key, first.name, first.unit, first.lower_is_better, values))
+        rows.append(Row(key, first.name, first.unit, first.lower_is_better, values,
+                        first.aggregate))
     return _with_xstest_mean(rows, names)
 
 
@@ -269,7 +288,7 @@ def _with_xstest_mean(rows: list[Row], names: Sequence[str]) -> list[Row]:
         f"test-xenstore per iteration, geometric mean of {len(common)} tests",
         "us",
         True,
-        {t: [xstest.geometric_mean([r.median(t) or 0.0 for r in common])] for t in have},
+        {t: [xstest.geometric_mean([r.summary(t) or 0.0 for r in common])] for t in have},
     )
     index = rows.index(tests[0])
     return [*rows[:index], mean, *rows[index:]]
@@ -318,8 +337,8 @@ def evaluate(rows: list[Row], p: Params, subject: str = "pyxenstored") -> list[C
     title = f"boot storm, {n} VMs: time <= 0.5x oxenstored, EAGAIN <= oxenstored's"
     seconds, eagain = _find(rows, f"storm-{n}.seconds"), _find(rows, f"storm-{n}.eagain")
     ratio = seconds.ratio(subject, "ocaml") if seconds is not None else None
-    mine = eagain.median(subject) if eagain is not None else None
-    theirs = eagain.median("ocaml") if eagain is not None else None
+    mine = eagain.summary(subject) if eagain is not None else None
+    theirs = eagain.summary("ocaml") if eagain is not None else None
     if ratio is None or mine is None or theirs is None:
         checks.append(Check(title, "-", "not measured"))
     else:
@@ -358,12 +377,13 @@ def format_report(
     header = "workload".ljust(label) + "unit".ljust(unit) + "better".ljust(8)
     header += "".join(t.rjust(widths[t]) for t in shown)
     header += "".join(f"{t} x C".rjust(max(10, len(t) + 6)) for t in others)
-    lines = [f"medians of {repeats} repeat(s); 'x C' = figure / C xenstored's figure", "",
+    lines = [f"medians of {repeats} repeat(s) (rows marked 'max': the largest); "
+             "'x C' = figure / C xenstored's figure", "",
              header, "-" * len(header)]
     for r in rows:
         line = r.name.ljust(label) + r.unit.ljust(unit)
         line += ("lower" if r.lower_is_better else "higher").ljust(8)
-        line += "".join(_number(r.median(t)).rjust(widths[t]) for t in shown)
+        line += "".join(_number(r.summary(t)).rjust(widths[t]) for t in shown)
         for t in others:
             ratio = r.ratio(t)
             line += (f"{ratio:.2f}x" if ratio is not None else "-").rjust(max(10, len(t) + 6))
@@ -411,7 +431,8 @@ def as_json(
                 "workload": r.name.strip(),
                 "unit": r.unit,
                 "lower_is_better": r.lower_is_better,
-                "median": {t: r.median(t) for t in r.values},
+                "aggregate": r.aggregate,
+                "summary": {t: r.summary(t) for t in r.values},
                 "values": r.values,
                 "x_c": {t: r.ratio(t) for t in r.values if t != REFERENCE},
                 **({"details": details[r.key]} if r.key in details else {}),

@@ -24,6 +24,7 @@ serving its socket alone; the C and OCaml daemons are then unavailable.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -32,8 +33,9 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.standin import StandIn, Unavailable, open_standin
 from drills.daemon import pyxenstored_argv, terminate
@@ -72,6 +74,16 @@ class Target:
     missing: Callable[[], str | None] = lambda: None
     #: Only on the stand-in (it opens the hypervisor at start-up).
     needs_hypervisor: bool = True
+
+
+def _die_with_parent() -> None:
+    """In the daemon's child before exec: SIGTERM when the bench process dies
+    (prctl PR_SET_PDEATHSIG), so that a killed run leaves no daemon behind."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _pyxenstored(run: Path) -> Launch:
@@ -139,7 +151,10 @@ class Running:
     run_dir: Path
     log_path: Path
     state_dir: str | None = None
-    on_standin: bool = False
+    #: Its stand-in's ``$FAKEXEN_DIR`` (None without the stand-in).
+    fakexen_dir: Path | None = None
+    #: Per-daemon state of workloads (a guest on a ring), closed at the end.
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -175,6 +190,12 @@ class Running:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        for extra in self.extras.values():
+            close = getattr(extra, "close", None)
+            if close is not None:
+                close()
+        self.extras.clear()
+
         def kill() -> None:
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
@@ -215,6 +236,7 @@ def launch(
     log_path = run / "daemon.log"
     try:
         spec = target.prepare(run)
+        fx: Any = None
         if standin is not None:
             try:
                 fx = standin.layout(directory / "fx", domains)
@@ -228,9 +250,10 @@ def launch(
             process = subprocess.Popen(
                 spec.argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         running = Running(target.name, spec.socket_path, process, run, log_path,
-                          spec.state_dir, standin is not None)
+                          spec.state_dir, fx.root if standin is not None else None)
         try:
             deadline = time.monotonic() + START_TIMEOUT
             while not (os.path.exists(spec.socket_path) and socket_accepts(spec.socket_path)):
