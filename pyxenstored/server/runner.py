@@ -62,6 +62,9 @@ async def run_async(
     adopted: Adopted | None = None
     durable: DurableState | None = None
     if takeover is not None:
+        # The anchor forwards stop signals to us from ``finish`` on, before
+        # the receiver below exists: held until then, not fatal meanwhile.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             takeover.preload(engine)
             adopted = takeover.receive(engine, trio.current_time())
@@ -86,6 +89,7 @@ async def run_async(
         durable = recover(engine, options)
     try:
         with trio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             async with trio.open_nursery() as nursery:
                 server: Server = await nursery.start(
                     functools.partial(
