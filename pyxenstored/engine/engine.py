@@ -784,8 +784,8 @@ class Engine:
 
         A fresh view that got *failed* (a quota refusal that the first run met
         before writing, and this one after) is EAGAIN, not ENOMEM: the client
-        saw no failure, and C answers a conflict with EAGAIN; replay only ever
-        turns an EAGAIN into OK.
+        saw no failure, and C answers a conflict with EAGAIN. A replay that
+        matches is then quota-checked like any commit.
         """
         recording = tx.recording
         if recording is None:

@@ -41,23 +41,19 @@ def transaction_out(tx: TransactionView) -> Plain:
     }
 
 
-#: A recorded reply's kind in the image: the payload sent, or an error name.
-_PAYLOAD, _ERROR = 0, 1
-
-
 def _recording_out(recording: list[Record] | None) -> list[list[Any]] | None:
-    """``[op, payload, kind, reply]`` per request, or None (not replayable)."""
+    """``[op, payload, reply]`` per request, or None (not replayable). CBOR
+    keeps bytes (a payload sent) apart from text (an error name)."""
     if recording is None:
         return None
-    return [[op, payload, _PAYLOAD, reply] if isinstance(reply, bytes)
-            else [op, payload, _ERROR, reply] for op, payload, reply in recording]
+    return [list(record) for record in recording]
 
 
 def _recording_in(saved: list[list[Any]] | None) -> list[Record] | None:
     """An image without one (from a version before replay) is not replayable."""
     if saved is None:
         return None
-    return [(op, payload, reply) for op, payload, _kind, reply in saved]
+    return [(op, payload, reply) for op, payload, reply in saved]
 
 
 def transaction_in(engine: Engine, saved: Plain) -> TransactionView:
