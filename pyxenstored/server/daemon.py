@@ -6,15 +6,18 @@ One ``Server`` owns the engine and a table from connection id to
 * the **reader** receives bytes, decodes every complete packet they hold and
   hands them to the engine as one batch (``Server.handle_batch``), after
   which every connection whose outbox got data (replies, or watch events
-  for other connections) has its writer woken;
+  for other connections) has it sent, or its writer woken;
 * the **writer** sends everything else. When woken it takes *all* queued
   output of its connection from the engine (``take_output``) and sends it
   with one write, so a batch's replies leave together.
 
-The reader sends its own batch's output itself when the writer is idle with
-nothing unsent (``_send_inline``): a client waiting for each reply then
-costs one trip through trio's scheduler, not three. Whatever the socket
-does not take at once is left to the writer, so output keeps its order.
+Output is sent at once, with no task switch, when the connection's writer
+is idle with nothing unsent (``_send_inline``): by the reader for its own
+batch, by ``Server.flush`` for the others (watch events). A client waiting
+for each reply then costs one trip through trio's scheduler, not three, and
+an event fanned out to a hundred watchers costs no trip at all. Whatever
+the socket does not take at once is left to the writer, so output keeps
+its order.
 
 Backpressure: output stays in the engine's outbox until it is taken, and
 it is taken only once the previous output was sent.
@@ -123,10 +126,6 @@ class Connection:
         #: Input: the partial packet, and packets read but not yet handled.
         self.decoder = Decoder()
         self.backlog: Sequence[Packet] = ()
-        #: While the reader hands a batch to the engine, output for this
-        #: connection is noted here and sent by the reader right after.
-        self._in_batch = False
-        self._output_pending = False
         #: The writer waits for output with nothing unsent.
         self._writer_idle = False
         #: The last read took less than asked: the socket is empty.
@@ -144,10 +143,11 @@ class Connection:
         return b"".join(p.encode() for p in self.backlog) + self.decoder.pending
 
     def wake_writer(self) -> None:
-        if self._in_batch:
-            self._output_pending = True
-        else:
-            self._has_output.set()
+        """New output for us: sent at once when the writer is idle, since
+        a reply, or a watch event fanned out to many connections, would else
+        cost each a task switch; else the writer is woken."""
+        if not self._send_inline():
+            self._has_output.set()  # the writer meets the error and closes
 
     def _take_output(self) -> None:
         """Move the engine's queued output for us to ``unsent`` (traced)."""
@@ -160,7 +160,7 @@ class Connection:
             self.unsent += data
 
     def _send_inline(self) -> bool:
-        """Send a batch's output from the reader, with no task switch.
+        """Send our queued output now, from whichever task made it.
 
         A client that waits for each reply (most of them) would otherwise
         pay two extra trips through trio's scheduler per request, waking the
@@ -273,7 +273,6 @@ class Connection:
             end = start + room
             batch = packets if start == 0 and end >= count else packets[start:end]
             self.backlog = packets[end:]
-            self._in_batch = True
             try:
                 server.handle_batch(self, batch)
             except Exception:
@@ -282,12 +281,6 @@ class Connection:
                     conn_id,
                 )
                 return False
-            finally:
-                self._in_batch = False
-            if self._output_pending:
-                self._output_pending = False
-                if not self._send_inline():
-                    return False
             start = end
         return True
 
@@ -432,18 +425,19 @@ class Server:
             for packet in packets:
                 handle(conn_id, packet)
         finally:
-            self.flush()
+            self.flush(conn_id)
 
-    def flush(self) -> None:
+    def flush(self, requester: int | None = None) -> None:
         """Deliver every connection's new output and apply the engine's effects.
 
         Effects go first: INTRODUCE's AttachRing must map a ring before output
-        for it can be copied there. Output is then staged (socket writers are
-        woken but run only after this returns; ring bytes are copied but their
-        indices not published), the batch's journal record is written, and
-        only then do the rings' indices move: no reply leaves before the
-        change it acknowledges is recorded (DESIGN.md invariant 1), and no
-        request leaves a ring before the journal knows it was taken.
+        for it can be copied there. Ring output is then staged (its bytes
+        copied, their indices not published), the batch's journal record is
+        written, and only then do the rings' indices move and socket output
+        leave: no reply leaves before the change it acknowledges is recorded
+        (DESIGN.md invariant 1), and no request leaves a ring before the
+        journal knows it was taken. The ``requester``'s replies leave first:
+        its next request can then come while the events still go out.
         """
         effects = self.engine.take_effects()
         if effects:
@@ -451,12 +445,16 @@ class Server:
                 self.apply_effect(effect)
         connections = self.connections
         rings = self.rings
+        sockets: list[Connection] = []
         for conn_id in self.engine.take_dirty():
             conn = connections.get(conn_id)
-            if conn is not None:
-                conn.wake_writer()
-            elif rings is not None:
-                rings.write_output(conn_id)
+            if conn is None:
+                if rings is not None:
+                    rings.write_output(conn_id)
+            elif conn_id == requester:
+                sockets.insert(0, conn)
+            else:
+                sockets.append(conn)
         durable = self.durable
         if durable is not None:
             durable.record(self.engine, rings.take_states() if rings is not None else None)
@@ -464,6 +462,8 @@ class Server:
                 self._compaction_wanted.set()
         if rings is not None:
             rings.publish()
+        for conn in sockets:
+            conn.wake_writer()
         if self.tracer.is_open:
             self.tracer.flush()
         start, self._live_update = self._live_update, None

@@ -60,3 +60,29 @@ async def test_events_and_own_replies_interleave_in_order(sdir: str) -> None:
         assert events == [f"/w/{i}".encode() for i in range(50)]
         await watcher.aclose()
         await writer.aclose()
+
+
+async def test_a_watcher_that_stops_reading_gets_every_event_in_order(sdir: str) -> None:
+    """Events go out from the writer's batch while the watcher's socket takes
+    them; once it is full the watcher's own task takes over, and nothing is
+    lost or reordered in the hand-off (nor is the writer held up)."""
+    path = os.path.join(sdir, "sock")
+    long_name = "n" * 200
+    count = 3000  # ~0.7 MB of events: more than the socket's buffers
+    async with running_server(sdir, Config()) as _:
+        watcher = await RawClient.connect(path)
+        writer = await RawClient.connect(path)
+        await writer.write(f"/w/{long_name}", b"")
+        assert (await watcher.request(Op.WATCH, b"/w\0tok\0")).type == Op.WATCH
+        assert (await watcher.receive()).type == Op.WATCH_EVENT
+        with trio.fail_after(60):
+            for i in range(count):
+                await writer.write(f"/w/{long_name}/{i}", b"v")
+            paths = []
+            while len(paths) < count:
+                event = await watcher.receive()
+                assert event.type == Op.WATCH_EVENT
+                paths.append(event.payload.split(b"\0")[0])
+        assert paths == [f"/w/{long_name}/{i}".encode() for i in range(count)]
+        await watcher.aclose()
+        await writer.aclose()
