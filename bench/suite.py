@@ -81,9 +81,21 @@ def _keyed(result: Result, key: str) -> Result:
     return result
 
 
+def _daemon_cpu(key: str, per: str, count: int, cpu: float) -> Result:
+    """The daemon's CPU time per unit of work: unlike a rate, it does not
+    depend on how fast the one load generator (sharing the cores) keeps up."""
+    return Result(f"  daemon CPU per {per}", "us", count, 0.0, key=f"{key}.cpu",
+                  value=1e6 * cpu / count if count else 0.0, lower_is_better=True)
+
+
 def _fanout(target: Running, p: Params) -> list[Result]:
-    return [_keyed(watch_fanout(target.socket_path, n, p.seconds), f"fanout-{n}")
-            for n in p.watchers]
+    rows = []
+    for n in p.watchers:
+        before = target.cpu_seconds()
+        result = _keyed(watch_fanout(target.socket_path, n, p.seconds), f"fanout-{n}")
+        cpu = target.cpu_seconds() - before
+        rows += [result, _daemon_cpu(f"fanout-{n}", "event", result.count, cpu)]
+    return rows
 
 
 def _xstest(target: Running, p: Params) -> list[Result]:
@@ -122,13 +134,16 @@ def _big(target: Running, p: Params) -> list[Result]:
 def _storm(target: Running, p: Params) -> list[Result]:
     rows = []
     for n in p.storm_vms:
+        before = target.cpu_seconds()
         r = storm.storm(target.socket_path, n)
+        cpu = target.cpu_seconds() - before
         details: dict[str, float] = {"requests": r.requests, "transactions": r.transactions}
         rows += [
             Result(f"boot storm, {n} VMs", "s", n, r.seconds, details, key=f"storm-{n}.seconds",
                    value=r.seconds, lower_is_better=True),
             Result("  EAGAIN retries", "retries", n, r.seconds, details,
                    key=f"storm-{n}.eagain", value=float(r.eagain), lower_is_better=True),
+            _daemon_cpu(f"storm-{n}", "request", r.requests, cpu),
         ]
     return rows
 

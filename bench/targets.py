@@ -164,6 +164,10 @@ class Running:
         """The daemon's resident memory (VmRSS), in KiB."""
         return rss_kib(self.pid)
 
+    def cpu_seconds(self) -> float:
+        """The daemon's CPU time so far, user and system."""
+        return cpu_seconds(self.pid)
+
     def log_tail(self, lines: int = 5) -> str:
         try:
             text = self.log_path.read_text(errors="replace").strip()
@@ -204,6 +208,16 @@ class Running:
             self.process.wait()
 
         terminate(self.process, STOP_TIMEOUT, kill)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (seconds), from ``/proc/<pid>/stat``."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except FileNotFoundError as exc:
+        raise TargetUnavailable(f"process {pid} is gone") from exc
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int:

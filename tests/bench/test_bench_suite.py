@@ -208,6 +208,12 @@ def test_rss_is_the_daemons_own(pyxenstored: Running) -> None:
     assert pyxenstored.rss_kib() > 1000
 
 
+def test_daemon_cpu_grows_with_the_work_it_is_given(pyxenstored: Running) -> None:
+    before = pyxenstored.cpu_seconds()
+    storm.storm(pyxenstored.socket_path, 5)
+    assert pyxenstored.cpu_seconds() > before
+
+
 # ------------------------------------------------------------- quick runs
 
 
@@ -223,12 +229,13 @@ def test_quick_run_of_pyxenstored(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert json.loads(out.read_text()) == document
     rows = {row["key"]: row for row in document["rows"]}  # type: ignore[attr-defined]
     for key in ("seq-write", "seq-write.p99", "seq-read", "pipe-write", "pipe-read", "tx",
-                "fanout-3", "fanout-10", "idle-20.rss", "big-500.rss", "storm-5.seconds",
-                "storm-5.eagain"):
+                "fanout-3", "fanout-10", "fanout-10.cpu", "idle-20.rss", "big-500.rss",
+                "storm-5.seconds", "storm-5.eagain", "storm-5.cpu"):
         assert key in rows, key
         assert rows[key]["summary"]["pyxenstored"] is not None
     assert rows["storm-5.seconds"]["summary"]["pyxenstored"] > 0
     assert rows["big-500.rss"]["summary"]["pyxenstored"] > 1
+    assert rows["storm-5.cpu"]["summary"]["pyxenstored"] > 0
     if os.access(xstest.TEST_XENSTORE, os.X_OK):
         assert "xstest.geomean" in rows
     assert document["errors"] == {} and document["lost"] == {}
