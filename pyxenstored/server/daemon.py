@@ -12,8 +12,9 @@ One ``Server`` owns the engine and a table from connection id to
   with one write, so a batch's replies leave together.
 
 Output is sent at once, with no task switch, when the connection's writer
-is idle with nothing unsent (``_send_inline``): by the reader for its own
-batch, by ``Server.flush`` for the others (watch events). A client waiting
+is idle with nothing unsent (``deliver_output``): by ``Server.flush``, once
+the batch's journal record is written, to the requester first and then to
+the connections its watch events went to. A client waiting
 for each reply then costs one trip through trio's scheduler, not three, and
 an event fanned out to a hundred watchers costs no trip at all. Whatever
 the socket does not take at once is left to the writer, so output keeps
@@ -142,13 +143,6 @@ class Connection:
         """What was read and not handled, as the bytes that came in."""
         return b"".join(p.encode() for p in self.backlog) + self.decoder.pending
 
-    def wake_writer(self) -> None:
-        """New output for us: sent at once when the writer is idle, since
-        a reply, or a watch event fanned out to many connections, would else
-        cost each a task switch; else the writer is woken."""
-        if not self._send_inline():
-            self._has_output.set()  # the writer meets the error and closes
-
     def _take_output(self) -> None:
         """Move the engine's queued output for us to ``unsent`` (traced)."""
         data = self.server.engine.take_output(self.conn_id)
@@ -159,31 +153,29 @@ class Connection:
                 tracer.flush()
             self.unsent += data
 
-    def _send_inline(self) -> bool:
-        """Send our queued output now, from whichever task made it.
+    def deliver_output(self) -> None:
+        """Send our new output now, from whichever task made it, or leave it
+        to the writer.
 
         A client that waits for each reply (most of them) would otherwise
-        pay two extra trips through trio's scheduler per request, waking the
-        writer and waiting for it. Only done while the writer is idle with
-        nothing unsent, so the order of output holds; what the socket does
-        not take at once is left to the writer. False if the peer is gone.
+        pay two extra trips through trio's scheduler per request, and a watch
+        event fanned out to many connections one trip each. Only done while
+        the writer is idle with nothing unsent, so the order of output holds;
+        what the socket does not take at once, or refuses (the peer gone:
+        the writer meets the error again and closes), is the writer's.
         """
         sock = self._socket
         if sock is None or not self._writer_idle or self.unsent:
             self._has_output.set()
-            return True
+            return
         self._take_output()
         unsent = self.unsent
         fd = sock.fileno()
         try:
             while unsent:
                 del unsent[: os.write(fd, unsent)]
-        except BlockingIOError:
+        except OSError:
             self._has_output.set()
-        except OSError as exc:
-            log.debug("conn %d: send failed, closing connection: %s", self.conn_id, exc)
-            return False
-        return True
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -463,7 +455,7 @@ class Server:
         if rings is not None:
             rings.publish()
         for conn in sockets:
-            conn.wake_writer()
+            conn.deliver_output()
         if self.tracer.is_open:
             self.tracer.flush()
         start, self._live_update = self._live_update, None
@@ -549,7 +541,7 @@ class Server:
         if adopted is not None:
             conn.decoder = Decoder(adopted[1])
             conn.unsent += adopted[2]
-            conn.wake_writer()  # its queued output (the requester's OK, events)
+            conn.deliver_output()  # its queued output (the requester's OK, events)
         self.connections[conn_id] = conn
         return conn
 

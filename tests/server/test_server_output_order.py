@@ -1,4 +1,4 @@
-"""Output order when the reader sends a batch's replies itself (``_send_inline``)
+"""Output order when a batch's output is sent at once (``deliver_output``)
 and the writer finishes what the socket did not take, or sends other
 connections' watch events."""
 
